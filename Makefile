@@ -1,0 +1,53 @@
+# IMP developer entry points. `make run` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+IMP := $(VENV)/bin/imp
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= $(CURDIR)/.imp-data/demo
+
+.PHONY: setup system-deps run serve test test-fast bench clean
+
+# ffmpeg decodes recordings; installed with apt when missing (root or sudo).
+system-deps:
+	@command -v ffmpeg >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq ffmpeg >/dev/null; }
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of torch first, so nothing later pulls a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: system-deps $(STAMP)
+
+# Ingest the bundled sample corpus with the embedded defaults and show a search.
+run: setup
+	IMP_DATA_DIR=$(DEMO_DIR) $(IMP) ingest samples/
+	IMP_DATA_DIR=$(DEMO_DIR) $(IMP) search "how much is the hotel allowance in Europe?" -k 3
+	@echo
+	@echo "IMP is ready. Its data is in $(DEMO_DIR). Try:"
+	@echo "  IMP_DATA_DIR=$(DEMO_DIR) $(IMP) search 'when is the rover firmware freeze?'"
+	@echo "  IMP_DATA_DIR=$(DEMO_DIR) $(IMP) serve    # REST API on http://127.0.0.1:8000/docs"
+
+serve: setup
+	IMP_DATA_DIR=$(DEMO_DIR) $(IMP) serve
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+bench: setup
+	$(PY) bench/retrieval_qmsum.py
+	$(PY) bench/search_latency.py
+	$(PY) bench/ingest_throughput.py
+
+clean:
+	rm -rf $(VENV) .imp-data .pytest_cache

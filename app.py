@@ -1,0 +1,233 @@
+"""Composition root and the `imp` command line.
+
+Reads Settings once, builds the Engine from them and hands it to the front
+doors (CLI commands here, the REST app in bot/). Nothing else wires components.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+# Offline by construction: no model hub, no telemetry, whatever the environment says.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from core.config import Settings  # noqa: E402
+from core.engine import Engine  # noqa: E402
+from core.errors import ImpError  # noqa: E402
+from core.index.embedders import Embedder, make_embedder  # noqa: E402
+from core.index.hybrid import HybridRetriever  # noqa: E402
+from core.index.keyword import KeywordIndex  # noqa: E402
+from core.index.vectors import ChromaVectorStore  # noqa: E402
+from core.ingest.pipeline import IngestPipeline  # noqa: E402
+from bot.schemas import DocumentOut, HitOut, IngestResultOut  # noqa: E402
+from core.models import DEFAULT_SCOPE, IngestResult, IngestStatus  # noqa: E402
+from core.store.registry import DocumentRegistry  # noqa: E402
+
+
+def build_embedder(settings: Settings) -> Embedder:
+    emb = settings.embedder
+    return make_embedder(emb.backend, emb.path, device=emb.device, batch_size=emb.batch_size,
+                         max_tokens=emb.max_tokens)
+
+
+def build_engine(settings: Settings, *, embedder: Embedder | None = None) -> Engine:
+    """Wire every component of the engine from settings. Cheap: models load on first use.
+
+    ``embedder`` lets one process share a loaded model between engines (tests, benchmarks).
+    """
+    data = settings.data_dir
+    registry = DocumentRegistry(settings.database_url)
+    embedder = embedder or build_embedder(settings)
+    # One collection per embedding model: vectors of different models never mix.
+    collection = f"{settings.chroma.collection}_{_slug(embedder.model_id)}"
+    if settings.chroma.url:
+        vectors = ChromaVectorStore(collection, url=settings.chroma.url)
+    else:
+        vectors = ChromaVectorStore(collection, path=data / "chroma")
+    keywords = KeywordIndex(registry, data / "bm25")
+    pipeline = IngestPipeline(
+        registry, vectors, keywords, embedder,
+        overlap=settings.chunking.overlap, max_tokens=settings.chunking.max_tokens,
+        max_file_bytes=int(settings.ingest.max_file_mb * 2**20), max_chars=settings.ingest.max_chars,
+    )
+    retriever = HybridRetriever(registry, vectors, keywords, embedder,
+                                candidates=settings.search.candidates, rrf_k=settings.search.rrf_k)
+    return Engine(registry, pipeline, retriever, files_dir=data / "files", default_k=settings.search.default_k)
+
+
+def _slug(model_id: str) -> str:
+    import hashlib
+
+    name = model_id.split(":", 1)[-1].split("@", 1)[0]
+    clean = "".join(ch if ch.isalnum() else "_" for ch in name)[:40]
+    return f"{clean}_{hashlib.sha256(model_id.encode()).hexdigest()[:8]}"
+
+
+# -- CLI --------------------------------------------------------------------------
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True, help="IMP: answers from your company's documents.")
+out = Console()
+err = Console(stderr=True)
+
+
+def _engine() -> Engine:
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    _quiet_libraries()
+    return build_engine(settings)
+
+
+def _quiet_libraries() -> None:
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _fail(e: ImpError) -> None:
+    err.print(f"[red]error[/red] ({e.code}): {e.detail}")
+    raise typer.Exit(2)
+
+
+@cli.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (walked recursively)")],
+    scope: Annotated[str, typer.Option(help="Access label of the documents")] = DEFAULT_SCOPE,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Index documents so they can be searched."""
+    for p in paths:
+        if not p.exists():
+            err.print(f"[red]error[/red]: no such file or folder: {p}")
+            raise typer.Exit(2)
+    engine = _engine()
+    try:
+        files = engine.files_under(paths)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err, disable=as_json or not err.is_terminal, transient=True) as bar:
+            task = bar.add_task("ingesting", total=len(files))
+            results = engine.ingest(files, scope, on_result=lambda r: bar.advance(task))
+    except ImpError as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps({"documents": [IngestResultOut.of(r).model_dump() for r in results]}))
+    else:
+        _print_results(results)
+    if results and all(r.status == IngestStatus.FAILED for r in results):
+        raise typer.Exit(1)
+
+
+def _print_results(results: list[IngestResult]) -> None:
+    colour = {"indexed": "green", "unchanged": "cyan", "failed": "red"}
+    for r in results:
+        s = r.status.value
+        tail = f"{r.chunks} chunks" if r.status != IngestStatus.FAILED else r.error
+        out.print(f"[{colour[s]}]{s:>9}[/{colour[s]}]  {r.source}  ({tail})", highlight=False)
+    counts = {s: sum(r.status.value == s for r in results) for s in colour}
+    out.print(f"{counts['indexed']} indexed, {counts['unchanged']} unchanged, {counts['failed']} failed")
+
+
+@cli.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for")],
+    k: Annotated[int, typer.Option("-k", help="Number of hits")] = 5,
+    scope: Annotated[list[str] | None, typer.Option(help="Scopes to search (repeatable)")] = None,
+    mode: Annotated[str, typer.Option(help="hybrid, dense or keyword")] = "hybrid",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Search indexed documents."""
+    if mode not in ("hybrid", "dense", "keyword"):
+        err.print("[red]error[/red]: --mode must be hybrid, dense or keyword")
+        raise typer.Exit(2)
+    engine = _engine()
+    try:
+        hits = engine.search(query, k, scope or [DEFAULT_SCOPE], mode=mode)  # type: ignore[arg-type]
+    except ImpError as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps({"hits": [HitOut.of(h).model_dump() for h in hits]}))
+        return
+    if not hits:
+        out.print("No matching passages.")
+    for h in hits:
+        c = h.chunk
+        where = f"p. {c.page_start}" if c.page_start else ""
+        if c.start is not None:
+            where = f"{_clock(c.start)}–{_clock(c.end or c.start)}"
+        out.print(f"[bold]{h.rank}.[/bold] {Path(c.source).name} {where}  [dim]{h.score:.4f}[/dim]", highlight=False)
+        out.print("   " + c.text[:300].replace("\n", " ") + ("…" if len(c.text) > 300 else ""), highlight=False)
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
+
+
+@cli.command()
+def docs(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False) -> None:
+    """List indexed documents and their status."""
+    records = _engine().documents()
+    if as_json:
+        typer.echo(json.dumps({"documents": [DocumentOut.of(d).model_dump() for d in records]}))
+        return
+    table = Table("doc_id", "status", "scope", "chunks", "source", "error")
+    for d in records:
+        table.add_row(d.doc_id, d.status.value, d.scope, str(d.chunks), d.source, d.error or "")
+    out.print(table)
+
+
+@cli.command()
+def delete(doc_id: Annotated[str, typer.Argument(help="Document id (see `imp docs`)")]) -> None:
+    """Remove a document from the index."""
+    try:
+        record = _engine().delete(doc_id)
+    except ImpError as e:
+        _fail(e)
+    out.print(f"deleted {record.doc_id} ({record.source})", highlight=False)
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="Port")] = None,
+) -> None:
+    """Run the REST API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from bot.api import create_app
+
+    settings = Settings()
+    host = host or settings.api.host
+    port = port or settings.api.port
+    if settings.api.token is None and host not in {"127.0.0.1", "localhost", "::1"}:
+        err.print(f"[red]refusing[/red] to listen on {host} without IMP_API__TOKEN; set a token or use 127.0.0.1")
+        raise typer.Exit(2)
+    engine = _engine()
+    app = create_app(engine, api_token=settings.api.token)
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())
+
+
+def main() -> None:  # pragma: no cover - console entry
+    cli()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(cli())

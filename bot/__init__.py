@@ -1,0 +1,1 @@
+"""Front doors: the FastAPI app (REST, health, metrics) and, later, Slack and Teams."""

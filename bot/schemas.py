@@ -1,0 +1,87 @@
+"""JSON shapes of the public interfaces, shared by the REST API and the CLI's --json output.
+
+Field names are a contract other tools rely on; change them only with care.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from core.models import DEFAULT_SCOPE, DocumentRecord, Hit, IngestResult
+
+
+class HitOut(BaseModel):
+    rank: int
+    doc_id: str
+    source: str
+    text: str
+    score: float
+    page: int | None = None
+    start: float | None = None
+    end: float | None = None
+    speaker: str | None = None
+    scope: str
+
+    @classmethod
+    def of(cls, hit: Hit) -> HitOut:
+        c = hit.chunk
+        return cls(rank=hit.rank, doc_id=c.doc_id, source=c.source, text=c.text, score=round(hit.score, 6),
+                   page=c.page_start, start=c.start, end=c.end,
+                   speaker=", ".join(c.speakers) if c.speakers else None, scope=c.scope)
+
+
+class SearchOut(BaseModel):
+    hits: list[HitOut]
+
+
+class SearchIn(BaseModel):
+    query: str = Field(min_length=1, max_length=4000)
+    k: int = Field(default=5, ge=1, le=100)
+    scopes: list[str] = Field(default_factory=lambda: [DEFAULT_SCOPE], min_length=1, max_length=1000)
+
+
+class IngestResultOut(BaseModel):
+    doc_id: str
+    source: str
+    status: str
+    chunks: int
+    error: str | None = None
+
+    @classmethod
+    def of(cls, r: IngestResult) -> IngestResultOut:
+        return cls(doc_id=r.doc_id, source=r.source, status=r.status.value, chunks=r.chunks, error=r.error)
+
+
+class IngestOut(BaseModel):
+    documents: list[IngestResultOut]
+
+
+class DocumentOut(BaseModel):
+    doc_id: str
+    source: str
+    scope: str
+    status: str
+    kind: str | None = None
+    title: str | None = None
+    chunks: int
+    pages: int | None = None
+    duration: float | None = None
+    size_bytes: int
+    embedding_model: str | None = None
+    error: str | None = None
+    updated_at: str
+
+    @classmethod
+    def of(cls, d: DocumentRecord) -> DocumentOut:
+        return cls(doc_id=d.doc_id, source=d.source, scope=d.scope, status=d.status.value, kind=d.kind,
+                   title=d.title, chunks=d.chunks, pages=d.pages, duration=d.duration, size_bytes=d.size_bytes,
+                   embedding_model=d.embedding_model, error=d.error, updated_at=d.updated_at.isoformat() + "Z")
+
+
+class DocumentsOut(BaseModel):
+    documents: list[DocumentOut]
+
+
+class ErrorOut(BaseModel):
+    code: str
+    detail: str

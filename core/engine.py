@@ -1,0 +1,113 @@
+"""The Engine facade: the one object the front doors (CLI, REST, Slack) talk to."""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+from core.errors import InvalidRequest
+from core.index.hybrid import HybridRetriever, Mode
+from core.ingest.chunking import document_id
+from core.ingest.pipeline import IngestPipeline, Progress, walk
+from core.models import DEFAULT_SCOPE, DocumentRecord, Hit, IngestResult, IngestStatus
+from core.store.registry import DocumentRegistry
+
+log = logging.getLogger(__name__)
+
+_SCOPE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,200}$")
+_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_scope(scope: str) -> str:
+    if not _SCOPE_RE.match(scope or ""):
+        raise InvalidRequest(f"invalid scope {scope!r}: use letters, digits and _ . : @ - (at most 200)")
+    return scope
+
+
+def check_upload_name(name: str) -> str:
+    """An uploaded file's name, refused when it could escape the upload folder."""
+    if not name or name in {".", ".."} or "/" in name or "\\" in name or _UNSAFE_NAME.search(name):
+        raise InvalidRequest(f"unsafe file name {name!r}: a plain file name without folders is required")
+    if len(name.encode()) > 255:
+        raise InvalidRequest("file name is longer than 255 bytes")
+    return name
+
+
+class Engine:
+    """Ingest, search and manage documents. Built by app.py from Settings."""
+
+    def __init__(self, registry: DocumentRegistry, pipeline: IngestPipeline, retriever: HybridRetriever,
+                 *, files_dir: Path, default_k: int = 5):
+        self.registry = registry
+        self._pipeline = pipeline
+        self._retriever = retriever
+        self._files_dir = files_dir
+        self._default_k = default_k
+
+    def warm_up(self) -> None:
+        """Load models and indexes now rather than on the first request."""
+        _ = self._pipeline.chunker
+        self._pipeline.signature  # noqa: B018 - loads the embedder
+        self._retriever.search("warm up", 1, [DEFAULT_SCOPE])
+
+    # -- ingestion -------------------------------------------------------------
+
+    def ingest(self, paths: Iterable[Path], scope: str = DEFAULT_SCOPE,
+               on_result: Progress | None = None) -> list[IngestResult]:
+        """Ingest files and folders (walked recursively)."""
+        check_scope(scope)
+        files = list(walk(Path(p) for p in paths))
+        return self._pipeline.ingest_many(files, scope, on_result)
+
+    def files_under(self, paths: Iterable[Path]) -> list[Path]:
+        return list(walk(Path(p) for p in paths))
+
+    def ingest_upload(self, filename: str, stream: BinaryIO, scope: str = DEFAULT_SCOPE) -> IngestResult:
+        """Keep an uploaded file under the data folder and ingest it.
+
+        The same name uploaded again into the same scope is a new version of the
+        same document.
+        """
+        check_scope(scope)
+        source = f"upload:{filename}"
+        try:
+            name = check_upload_name(filename)
+        except InvalidRequest as e:
+            return IngestResult(document_id(scope, source), filename, IngestStatus.FAILED,
+                                error=e.detail, error_code=e.code)
+        doc_id = document_id(scope, source)
+        folder = self._files_dir / doc_id
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-")
+        with open(fd, "wb") as out:
+            shutil.copyfileobj(stream, out, 1 << 20)
+        target = folder / name
+        Path(tmp).replace(target)
+        result = self._pipeline.ingest(target, scope, source=source, stored_path=target)
+        if result.status == IngestStatus.INDEXED:
+            self._pipeline.refresh_keywords()
+        return result
+
+    def delete(self, doc_id: str) -> DocumentRecord:
+        record = self.registry.get(doc_id)
+        self._pipeline.delete(doc_id)
+        shutil.rmtree(self._files_dir / doc_id, ignore_errors=True)
+        return record
+
+    # -- reading ---------------------------------------------------------------
+
+    def search(self, query: str, k: int | None = None, scopes: list[str] | None = None,
+               mode: Mode = "hybrid") -> list[Hit]:
+        scopes = [check_scope(s) for s in (scopes or [DEFAULT_SCOPE])]
+        return self._retriever.search(query, k or self._default_k, scopes, mode=mode)
+
+    def documents(self, scopes: list[str] | None = None) -> list[DocumentRecord]:
+        return self.registry.list(scopes)
+
+    def document(self, doc_id: str) -> DocumentRecord:
+        return self.registry.get(doc_id)

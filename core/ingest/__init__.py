@@ -1,0 +1,1 @@
+"""Ingestion: format detection and loaders, chunking, and the pipeline that indexes documents."""

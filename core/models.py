@@ -1,0 +1,107 @@
+"""Domain types passed between stages. Typed dataclasses, never bare dicts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+DEFAULT_SCOPE = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A piece of a document's text with where it came from.
+
+    Loaders yield segments in reading order. ``page`` is a PDF page or a
+    presentation slide (1-based); ``start``/``end`` are seconds into a recording.
+    """
+
+    text: str
+    page: int | None = None
+    start: float | None = None
+    end: float | None = None
+    speaker: str | None = None
+    section: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedDocument:
+    """What a loader produced from one file's bytes."""
+
+    kind: str  # "pdf", "docx", "pptx", "xlsx", "csv", "html", "markdown", "text", "email", "vtt", "srt"
+    segments: list[Segment]
+    title: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A unit of retrieval: consecutive segments packed to the embedder's window."""
+
+    chunk_id: str
+    doc_id: str
+    version: str  # content hash of the document version this chunk belongs to
+    ordinal: int
+    source: str
+    scope: str
+    text: str
+    page_start: int | None = None
+    page_end: int | None = None
+    start: float | None = None
+    end: float | None = None
+    speakers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A chunk returned by search, with its fused score and 1-based rank."""
+
+    chunk: Chunk
+    score: float
+    rank: int
+
+
+class DocStatus(str, Enum):
+    INDEXING = "indexing"
+    INDEXED = "indexed"
+    FAILED = "failed"
+
+
+class IngestStatus(str, Enum):
+    INDEXED = "indexed"
+    UNCHANGED = "unchanged"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """The outcome of ingesting one file, as the CLI and REST API report it."""
+
+    doc_id: str
+    source: str
+    status: IngestStatus
+    chunks: int = 0
+    error: str | None = None
+    error_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentRecord:
+    """A document as the registry knows it."""
+
+    doc_id: str
+    source: str
+    scope: str
+    status: DocStatus
+    kind: str | None
+    version: str | None  # the committed (searchable) content hash
+    chunks: int
+    pages: int | None
+    duration: float | None
+    size_bytes: int
+    embedding_model: str | None
+    error: str | None
+    updated_at: datetime
+    title: str | None = None
+    segments: int = 0
+    extra: dict = field(default_factory=dict)

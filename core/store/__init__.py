@@ -1,0 +1,1 @@
+"""Relational state (SQLite by default through SQLAlchemy): the document registry and chunk texts."""

@@ -1,0 +1,56 @@
+"""Shared fixtures: real components on temporary folders, one embedding model per test run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+
+from app import build_engine
+from core.config import Settings
+from core.index.embedders import make_embedder
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    """Tests never inherit IMP_* settings from the developer's shell."""
+    for key in list(os.environ):
+        if key.startswith("IMP_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The bundled all-MiniLM-L6-v2, loaded once per test run."""
+    e = make_embedder("sentence-transformers", None)
+    e.warm_up()
+    return e
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+def engine(settings, embedder):
+    return build_engine(settings, embedder=embedder)
+
+
+@pytest.fixture
+def samples(tmp_path) -> Path:
+    """A private copy of the sample corpus, safe to modify."""
+    dest = tmp_path / "samples"
+    shutil.copytree(SAMPLES, dest)
+    return dest

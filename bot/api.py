@@ -60,6 +60,16 @@ def _bearer(token: SecretStr | None):
     return check
 
 
+def _route_template(request: Request) -> str:
+    """The matched route with its parameters as placeholders, so ids never become label values."""
+    if request.scope.get("route") is None:
+        return "unmatched"
+    path = request.url.path
+    for name, value in request.scope.get("path_params", {}).items():
+        path = path.replace(str(value), "{" + name + "}")
+    return path
+
+
 def create_app(engine: Engine, *, api_token: SecretStr | None = None) -> FastAPI:
     app = FastAPI(title="IMP", version="0.1.0",
                   description="Ingest company documents and search them, with citations.")
@@ -76,9 +86,8 @@ def create_app(engine: Engine, *, api_token: SecretStr | None = None) -> FastAPI
     async def _count(request: Request, call_next):
         started = time.perf_counter()
         response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.observe_request(request.method, path, response.status_code, time.perf_counter() - started)
+        metrics.observe_request(request.method, _route_template(request), response.status_code,
+                                time.perf_counter() - started)
         return response
 
     @app.exception_handler(ImpError)

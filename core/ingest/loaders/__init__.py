@@ -5,3 +5,81 @@ shape) and only falls back on the extension to break ties between text
 formats. ``load_file`` dispatches to the loader for that kind. Each loader
 converts library exceptions into ImpError subclasses.
 """
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from core.errors import DocumentTooLarge, EmptyDocument
+from core.ingest.loaders import mail, office, pdf, subtitles, tabular, text, web
+from core.ingest.loaders.detect import detect_kind
+from core.models import LoadedDocument
+
+__all__ = ["DEFAULT_MAX_CHARS", "KINDS", "detect_kind", "load_file"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_CHARS = 5_000_000
+_LIMIT_SETTING = "IMP_INGEST__MAX_CHARS"
+
+_LOADERS: dict[str, Callable[[Path], LoadedDocument]] = {
+    "pdf": pdf.load,
+    "docx": office.load_docx,
+    "pptx": office.load_pptx,
+    "xlsx": office.load_xlsx,
+    "csv": tabular.load,
+    "html": web.load_html,
+    "markdown": web.load_markdown,
+    "text": text.load,
+    "email": mail.load,
+    "vtt": subtitles.load_vtt,
+    "srt": subtitles.load_srt,
+}
+KINDS: frozenset[str] = frozenset(_LOADERS)
+
+# Kinds whose extracted text is about as long as the file. Each decoded
+# character takes at most 4 bytes (UTF-8, UTF-16 pairs, UTF-32), so a file over
+# 4 × max_chars bytes cannot fit and is refused before it is read and decoded.
+# Markup-heavy kinds (HTML, e-mail with attachments, subtitles) are measured
+# after extraction instead: their files are legitimately much larger than their text.
+_PRECHECKED_KINDS = frozenset({"text", "markdown", "csv"})
+_MAX_BYTES_PER_CHAR = 4
+
+_EMPTY_REASONS = {
+    "docx": "Word document has no text",
+    "pptx": "presentation has no text on its slides or in its notes",
+    "xlsx": "spreadsheet has no cell values",
+    "csv": "CSV file has no values",
+    "html": "HTML page has no visible text",
+    "markdown": "Markdown file has no text",
+    "text": "text file has only blank lines",
+    "email": "e-mail has no headers or body text",
+    "vtt": "subtitle file has no cue text",
+    "srt": "subtitle file has no cue text",
+}
+
+
+def load_file(path: Path, *, max_chars: int = DEFAULT_MAX_CHARS) -> LoadedDocument:
+    """Detect ``path``'s format and extract its segments, enforcing ``max_chars``."""
+    path = Path(path)
+    kind = detect_kind(path)
+    if kind in _PRECHECKED_KINDS:
+        size = path.stat().st_size
+        if size > max_chars * _MAX_BYTES_PER_CHAR:
+            raise DocumentTooLarge(
+                f"{path.name} is {size:,} bytes of {kind}, more text than the limit of "
+                f"{max_chars:,} characters ({_LIMIT_SETTING})"
+            )
+    document = _LOADERS[kind](path)
+    total = sum(len(segment.text) for segment in document.segments)
+    if total > max_chars:
+        raise DocumentTooLarge(
+            f"{path.name} has {total:,} characters of text, over the limit of "
+            f"{max_chars:,} characters ({_LIMIT_SETTING})"
+        )
+    if total == 0 or not any(segment.text.strip() for segment in document.segments):
+        raise EmptyDocument(_EMPTY_REASONS.get(kind, f"{kind} file has no text"))
+    log.debug("%s: %s, %d segments, %d characters", path.name, kind, len(document.segments), total)
+    return document

@@ -26,6 +26,14 @@ log = logging.getLogger(__name__)
 _META = "imp_meta.json"
 
 
+def _bm25s():
+    import bm25s
+
+    # bm25s sets its logger to DEBUG on import, which would print on every rebuild.
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
 @dataclass
 class _Loaded:
     generation: int
@@ -53,9 +61,7 @@ class KeywordIndex:
         return self._stemmer
 
     def _tokenize(self, texts: list[str]):
-        import bm25s
-
-        return bm25s.tokenize(texts, stopwords="en", stemmer=self._stem(), show_progress=False)
+        return _bm25s().tokenize(texts, stopwords="en", stemmer=self._stem(), show_progress=False)
 
     def refresh(self) -> None:
         """Bring the index up to the registry's generation (load or rebuild)."""
@@ -89,8 +95,7 @@ class KeywordIndex:
             return None
 
     def _read(self, folder: Path, meta: dict) -> _Loaded:
-        import bm25s
-
+        bm25s = _bm25s()
         ids = meta["ids"]
         codes = {s: i for i, s in enumerate(meta["scopes"])}
         scopes = np.load(folder / "scopes.npy")
@@ -98,8 +103,7 @@ class KeywordIndex:
         return _Loaded(meta["generation"], retriever, ids, scopes, codes)
 
     def _build(self, gen: int) -> _Loaded:
-        import bm25s
-
+        bm25s = _bm25s()
         ids: list[str] = []
         texts: list[str] = []
         scope_codes: dict[str, int] = {}
@@ -156,7 +160,5 @@ class KeywordIndex:
         return [(idx.ids[int(d)], float(s)) for d, s in zip(docs[0], scores[0], strict=True) if s > 0]
 
     def _query_words(self, text: str) -> list[str]:
-        import bm25s
-
-        return bm25s.tokenize([text], stopwords="en", stemmer=self._stem(), return_ids=False,
+        return _bm25s().tokenize([text], stopwords="en", stemmer=self._stem(), return_ids=False,
                               show_progress=False)[0]

@@ -1,0 +1,26 @@
+# IMP service image: the REST API on the embedded defaults (CPU).
+# Build: docker build -t imp .   Run: docker run -p 8000:8000 -e IMP_API__TOKEN=... -v imp-data:/data imp
+FROM python:3.11-slim
+
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ffmpeg \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /opt/imp
+COPY pyproject.toml README.md app.py ./
+COPY core ./core
+COPY bot ./bot
+COPY training ./training
+COPY ops ./ops
+RUN pip install --no-cache-dir torch==2.13.0 \
+ && pip install --no-cache-dir .
+
+ENV IMP_DATA_DIR=/data \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
+    ANONYMIZED_TELEMETRY=False
+VOLUME /data
+EXPOSE 8000
+USER nobody
+# Listening beyond loopback requires IMP_API__TOKEN; the service refuses to start without it.
+CMD ["imp", "serve", "--host", "0.0.0.0", "--port", "8000"]

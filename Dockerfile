@@ -19,8 +19,9 @@ ENV IMP_DATA_DIR=/data \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
     ANONYMIZED_TELEMETRY=False
+RUN useradd --system --uid 10001 imp && mkdir -p /data && chown imp /data
 VOLUME /data
 EXPOSE 8000
-USER nobody
+USER imp
 # Listening beyond loopback requires IMP_API__TOKEN; the service refuses to start without it.
 CMD ["imp", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -23,19 +23,25 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from core.config import Settings  # noqa: E402
 from core.engine import Engine  # noqa: E402
 from core.errors import ImpError  # noqa: E402
+from core.generate.answering import Answerer  # noqa: E402
+from core.generate.base import Generator, make_generator  # noqa: E402
+from core.generate.extractive import ExtractiveWriter  # noqa: E402
+from core.generate.prompts import locator  # noqa: E402
 from core.index.embedders import Embedder, make_embedder  # noqa: E402
 from core.index.hybrid import HybridRetriever  # noqa: E402
 from core.index.keyword import KeywordIndex  # noqa: E402
 from core.index.vectors import ChromaVectorStore  # noqa: E402
 from core.ingest.pipeline import IngestPipeline  # noqa: E402
-from bot.schemas import DocumentOut, HitOut, IngestResultOut  # noqa: E402
+from bot.schemas import AnswerOut, DocumentOut, HitOut, IngestResultOut  # noqa: E402
 from core.models import DEFAULT_SCOPE, IngestResult, IngestStatus  # noqa: E402
+from core.store.answers import AnswerLog  # noqa: E402
 from core.store.registry import DocumentRegistry  # noqa: E402
 
 
@@ -67,7 +73,25 @@ def build_engine(settings: Settings, *, embedder: Embedder | None = None) -> Eng
     )
     retriever = HybridRetriever(registry, vectors, keywords, embedder,
                                 candidates=settings.search.candidates, rrf_k=settings.search.rrf_k)
-    return Engine(registry, pipeline, retriever, files_dir=data / "files", default_k=settings.search.default_k)
+    answerer = Answerer(
+        lambda q, k, scopes: retriever.search(q, k, scopes), AnswerLog(registry), ExtractiveWriter(embedder),
+        generator=build_generator(settings), k=settings.answer.k, min_similarity=settings.answer.min_similarity,
+        max_new_tokens=settings.llm.max_new_tokens,
+    )
+    return Engine(registry, pipeline, retriever, answerer, files_dir=data / "files",
+                  default_k=settings.search.default_k)
+
+
+def build_generator(settings: Settings) -> Generator | None:
+    """The configured LLM, or None for extractive answers."""
+    llm = settings.llm
+    if llm.backend == "extractive":
+        return None
+    return make_generator(
+        llm.backend, path=llm.path, adapter=llm.adapter, device=llm.device, load_in_4bit=llm.load_in_4bit,
+        cache_dir=settings.data_dir / "models", base_url=llm.base_url, model=llm.model, api_key=llm.api_key,
+        timeout_s=llm.timeout_s, max_retries=llm.max_retries, context_tokens=llm.context_tokens,
+    )
 
 
 def _slug(model_id: str) -> str:
@@ -169,16 +193,40 @@ def search(
         out.print("No matching passages.")
     for h in hits:
         c = h.chunk
-        where = f"p. {c.page_start}" if c.page_start else ""
-        if c.start is not None:
-            where = f"{_clock(c.start)}–{_clock(c.end or c.start)}"
-        out.print(f"[bold]{h.rank}.[/bold] {Path(c.source).name} {where}  [dim]{h.score:.4f}[/dim]", highlight=False)
-        out.print("   " + c.text[:300].replace("\n", " ") + ("…" if len(c.text) > 300 else ""), highlight=False)
+        out.print(f"[bold]{h.rank}.[/bold] {escape(locator(c))}  [dim]{h.score:.4f}[/dim]", highlight=False)
+        snippet = c.text[:300].replace("\n", " ") + ("…" if len(c.text) > 300 else "")
+        out.print("   " + snippet, highlight=False, markup=False)
 
 
-def _clock(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
+@cli.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="Your question")],
+    scope: Annotated[list[str] | None, typer.Option(help="Scopes to answer from (repeatable)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    stream: Annotated[bool, typer.Option("--stream", help="Print the answer as it is written")] = False,
+) -> None:
+    """Answer a question from the indexed documents, with citations."""
+    engine = _engine()
+    try:
+        if stream and not as_json:
+            answer = None
+            for event in engine.ask_stream(question, scope or [DEFAULT_SCOPE]):
+                if event.kind == "token":
+                    out.print(event.text, end="", highlight=False, markup=False)
+                answer = event.answer or answer
+            out.print("\n")
+            assert answer is not None
+            out.print("[dim]validated answer:[/dim]")
+        else:
+            answer = engine.ask(question, scope or [DEFAULT_SCOPE])
+    except ImpError as e:
+        _fail(e)
+    if as_json:
+        typer.echo(AnswerOut.of(answer).model_dump_json())
+        return
+    out.print(answer.text, highlight=False, markup=False)
+    for c in answer.citations:
+        out.print(f"  [{c.n}] {locator(c.chunk)}", highlight=False, markup=False)
 
 
 @cli.command()

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bot.metrics import Metrics
-from bot.routers import documents, health, search
+from bot.routers import ask, documents, health, search
 from core.engine import Engine
 from core.errors import (
     BackendError,
@@ -80,6 +80,7 @@ def create_app(engine: Engine, *, api_token: SecretStr | None = None) -> FastAPI
     auth = [Depends(_bearer(api_token))]
     app.include_router(documents.router, prefix="/v1", dependencies=auth)
     app.include_router(search.router, prefix="/v1", dependencies=auth)
+    app.include_router(ask.router, prefix="/v1", dependencies=auth)
     app.include_router(health.router)
 
     @app.middleware("http")

@@ -5,9 +5,11 @@ Field names are a contract other tools rely on; change them only with care.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
-from core.models import DEFAULT_SCOPE, DocumentRecord, Hit, IngestResult
+from core.models import DEFAULT_SCOPE, Answer, DocumentRecord, Hit, IngestResult, Message
 
 
 class HitOut(BaseModel):
@@ -85,3 +87,53 @@ class DocumentsOut(BaseModel):
 class ErrorOut(BaseModel):
     code: str
     detail: str
+
+
+class TurnIn(BaseModel):
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=8000)
+
+
+class AskIn(BaseModel):
+    question: str = Field(min_length=1, max_length=4000)
+    scopes: list[str] = Field(default_factory=lambda: [DEFAULT_SCOPE], min_length=1, max_length=1000)
+    history: list[TurnIn] = Field(default_factory=list, max_length=50)
+
+    def messages(self) -> list[Message]:
+        return [Message(t.role, t.content) for t in self.history]
+
+
+class CitationOut(BaseModel):
+    n: int
+    doc_id: str
+    source: str
+    text: str
+    page: int | None = None
+    start: float | None = None
+    end: float | None = None
+    speaker: str | None = None
+    scope: str
+
+
+class TimingsOut(BaseModel):
+    retrieve: float
+    generate: float
+    total: float
+
+
+class AnswerOut(BaseModel):
+    answer_id: str
+    answer: str
+    abstained: bool
+    citations: list[CitationOut]
+    model: str
+    timings_ms: TimingsOut
+
+    @classmethod
+    def of(cls, a: Answer) -> AnswerOut:
+        cites = [CitationOut(n=c.n, doc_id=c.chunk.doc_id, source=c.chunk.source, text=c.chunk.text,
+                             page=c.chunk.page_start, start=c.chunk.start, end=c.chunk.end,
+                             speaker=", ".join(c.chunk.speakers) if c.chunk.speakers else None,
+                             scope=c.chunk.scope) for c in a.citations]
+        return cls(answer_id=a.answer_id, answer=a.text, abstained=a.abstained, citations=cites, model=a.model,
+                   timings_ms=TimingsOut(**a.timings_ms))

@@ -50,6 +50,29 @@ class IngestSettings(BaseModel):
     max_chars: int = Field(default=5_000_000, ge=1000)
 
 
+class LLMSettings(BaseModel):
+    # extractive: no LLM, quotes sources. transformers: a local model. openai: an OpenAI-compatible server.
+    backend: Literal["extractive", "transformers", "openai"] = "extractive"
+    # transformers: a model folder or .gguf file; None means the bundled SmolLM2-135M-Instruct GGUF.
+    path: Path | None = None
+    adapter: Path | None = None  # a peft LoRA adapter folder
+    device: str = "cpu"
+    load_in_4bit: bool = False  # bitsandbytes NF4, CUDA only
+    base_url: str | None = None  # openai: e.g. http://vllm:8000/v1
+    model: str | None = None
+    api_key: SecretStr | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=10)
+    context_tokens: int | None = Field(default=None, ge=256)
+    max_new_tokens: int = Field(default=256, ge=16, le=4096)
+
+
+class AnswerSettings(BaseModel):
+    k: int = Field(default=6, ge=1, le=50)  # sources given to the writer
+    # Below this cosine similarity of the best source, the answer says the documents do not answer.
+    min_similarity: float = Field(default=0.3, ge=-1.0, le=1.0)
+
+
 class ApiSettings(BaseModel):
     token: SecretStr | None = None
     host: str = "127.0.0.1"
@@ -83,6 +106,8 @@ class Settings(BaseSettings):
     search: SearchSettings = SearchSettings()
     ingest: IngestSettings = IngestSettings()
     api: ApiSettings = ApiSettings()
+    llm: LLMSettings = LLMSettings()
+    answer: AnswerSettings = AnswerSettings()
     log_level: str = "WARNING"
 
     @property

@@ -6,15 +6,16 @@ import logging
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from core.errors import InvalidRequest
+from core.generate.answering import Answerer, StreamEvent
 from core.index.hybrid import HybridRetriever, Mode
 from core.ingest.chunking import document_id
 from core.ingest.pipeline import IngestPipeline, Progress, walk
-from core.models import DEFAULT_SCOPE, DocumentRecord, Hit, IngestResult, IngestStatus
+from core.models import DEFAULT_SCOPE, Answer, DocumentRecord, Hit, IngestResult, IngestStatus, Message
 from core.store.registry import DocumentRegistry
 
 log = logging.getLogger(__name__)
@@ -38,14 +39,24 @@ def check_upload_name(name: str) -> str:
     return name
 
 
+def _question(text: str) -> str:
+    text = (text or "").strip()
+    if not text:
+        raise InvalidRequest("the question is empty")
+    if len(text) > 4000:
+        raise InvalidRequest("the question is longer than 4000 characters")
+    return text
+
+
 class Engine:
     """Ingest, search and manage documents. Built by app.py from Settings."""
 
     def __init__(self, registry: DocumentRegistry, pipeline: IngestPipeline, retriever: HybridRetriever,
-                 *, files_dir: Path, default_k: int = 5):
+                 answerer: Answerer, *, files_dir: Path, default_k: int = 5):
         self.registry = registry
         self._pipeline = pipeline
         self._retriever = retriever
+        self._answerer = answerer
         self._files_dir = files_dir
         self._default_k = default_k
 
@@ -54,6 +65,7 @@ class Engine:
         _ = self._pipeline.chunker
         self._pipeline.signature  # noqa: B018 - loads the embedder
         self._retriever.search("warm up", 1, [DEFAULT_SCOPE])
+        self._answerer.warm_up()
 
     # -- ingestion -------------------------------------------------------------
 
@@ -103,8 +115,27 @@ class Engine:
 
     def search(self, query: str, k: int | None = None, scopes: list[str] | None = None,
                mode: Mode = "hybrid") -> list[Hit]:
-        scopes = [check_scope(s) for s in (scopes or [DEFAULT_SCOPE])]
-        return self._retriever.search(query, k or self._default_k, scopes, mode=mode)
+        return self._retriever.search(query, k or self._default_k, self._scopes(scopes), mode=mode)
+
+    def ask(self, question: str, scopes: list[str] | None = None, history: list[Message] | None = None) -> Answer:
+        """Answer from the documents in ``scopes``, with valid citations, or say they do not answer it."""
+        return self._answerer.ask(_question(question), self._scopes(scopes), history)
+
+    def ask_stream(self, question: str, scopes: list[str] | None = None,
+                   history: list[Message] | None = None) -> Iterator[StreamEvent]:
+        """Like ``ask``, yielding text as it is generated and then the validated answer."""
+        return self._answerer.stream(_question(question), self._scopes(scopes), history)
+
+    def answer(self, answer_id: str) -> Answer:
+        return self._answerer.answers.get(answer_id)
+
+    @property
+    def model_id(self) -> str:
+        return self._answerer.model_id
+
+    @staticmethod
+    def _scopes(scopes: list[str] | None) -> list[str]:
+        return [check_scope(s) for s in (scopes or [DEFAULT_SCOPE])]
 
     def documents(self, scopes: list[str] | None = None) -> list[DocumentRecord]:
         return self.registry.list(scopes)

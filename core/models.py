@@ -54,11 +54,16 @@ class Chunk:
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """A chunk returned by search, with its fused score and 1-based rank."""
+    """A chunk returned by search, with its fused score and 1-based rank.
+
+    ``similarity`` is the cosine similarity of query and chunk when the dense
+    retriever found the chunk; it is comparable across queries, unlike ``score``.
+    """
 
     chunk: Chunk
     score: float
     rank: int
+    similarity: float | None = None
 
 
 class DocStatus(str, Enum):
@@ -105,3 +110,35 @@ class DocumentRecord:
     title: str | None = None
     segments: int = 0
     extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat turn: role is "system", "user" or "assistant"."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    """A numbered source that supports part of an answer."""
+
+    n: int
+    chunk: Chunk
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A validated answer: every [n] in ``text`` names one of ``citations``."""
+
+    answer_id: str
+    question: str
+    text: str
+    abstained: bool
+    citations: list[Citation]
+    scopes: list[str]
+    model: str
+    timings_ms: dict[str, float]
+    created_at: datetime
+    notes: list[str] = field(default_factory=list)

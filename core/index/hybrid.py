@@ -55,10 +55,12 @@ class HybridRetriever:
         n = max(self._candidates, k)
         rankings: list[list[str]] = []
         raw: dict[str, float] = {}
+        similarity: dict[str, float] = {}
         if mode in ("hybrid", "dense"):
             dense = self._vectors.query(self._embedder.embed([query])[0], n, scopes)
             rankings.append([cid for cid, _ in dense])
             raw.update(dense)
+            similarity.update(dense)
         if mode in ("hybrid", "keyword"):
             sparse = self._keywords.query(query, n, scopes)
             rankings.append([cid for cid, _ in sparse])
@@ -74,7 +76,7 @@ class HybridRetriever:
             # The scope check is repeated here so a stale index can never leak across scopes.
             if chunk is None or chunk.scope not in allowed:
                 continue
-            hits.append(Hit(chunk=chunk, score=scores[cid], rank=len(hits) + 1))
+            hits.append(Hit(chunk=chunk, score=scores[cid], rank=len(hits) + 1, similarity=similarity.get(cid)))
             if len(hits) == k:
                 break
         return hits

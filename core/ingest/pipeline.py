@@ -19,7 +19,7 @@ from core.index.embedders import Embedder
 from core.index.keyword import KeywordIndex
 from core.index.vectors import VectorStore
 from core.ingest.chunking import Chunker, document_id
-from core.ingest.loaders import load_file
+from core.ingest.loaders import LOADER_VERSION, load_file
 from core.models import Chunk, DocStatus, IngestResult, IngestStatus, LoadedDocument
 from core.store.registry import CommitInfo, DocumentRegistry
 
@@ -78,7 +78,7 @@ class IngestPipeline:
 
     @property
     def signature(self) -> str:
-        return f"{self._embedder.model_id}|{self.chunker.signature}"
+        return f"{self._embedder.model_id}|{self.chunker.signature}|loaders:{LOADER_VERSION}"
 
     def ingest_many(self, paths: Iterable[Path], scope: str, on_result: Progress | None = None) -> list[IngestResult]:
         results = []

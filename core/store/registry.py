@@ -80,6 +80,10 @@ class DocumentRegistry:
                     self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         return self._sessions()
 
+    def session(self) -> Session:
+        """A session on the registry's database, for other stores that share it."""
+        return self._session()
+
     # -- reading ---------------------------------------------------------------
 
     def get(self, doc_id: str) -> DocumentRecord:

@@ -268,7 +268,7 @@ def test_csv_dialect_is_sniffed_and_quoted_values_kept(tmp_path):
     doc = load_file(write(tmp_path, "people.csv", content))
     assert [s.text for s in doc.segments] == [
         "Name: Ada; City: Oslo; Note: likes; semicolons",
-        "Name: Bob; City: Rome; Note: two\nlines",
+        "Name: Bob; City: Rome; Note: two lines",
     ]
 
 

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from core.errors import DocumentTooLarge, EmptyDocument
 from core.ingest.loaders import mail, office, pdf, subtitles, tabular, text, web
 from core.ingest.loaders.detect import detect_kind
 from core.models import LoadedDocument
+from core.textutil import reflow
 
-__all__ = ["DEFAULT_MAX_CHARS", "KINDS", "detect_kind", "load_file"]
+__all__ = ["DEFAULT_MAX_CHARS", "KINDS", "LOADER_VERSION", "detect_kind", "load_file"]
+
+# Bump when loaders change the text they extract, so unchanged files are re-indexed.
+LOADER_VERSION = 2
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +66,12 @@ _EMPTY_REASONS = {
 }
 
 
+def _logical_lines(document: LoadedDocument) -> LoadedDocument:
+    """Rejoin hard-wrapped lines inside segments, so a line break always ends a unit of text."""
+    segments = [replace(s, text="\n".join(reflow(s.text))) if "\n" in s.text else s for s in document.segments]
+    return replace(document, segments=segments)
+
+
 def load_file(path: Path, *, max_chars: int = DEFAULT_MAX_CHARS) -> LoadedDocument:
     """Detect ``path``'s format and extract its segments, enforcing ``max_chars``."""
     path = Path(path)
@@ -72,7 +83,7 @@ def load_file(path: Path, *, max_chars: int = DEFAULT_MAX_CHARS) -> LoadedDocume
                 f"{path.name} is {size:,} bytes of {kind}, more text than the limit of "
                 f"{max_chars:,} characters ({_LIMIT_SETTING})"
             )
-    document = _LOADERS[kind](path)
+    document = _logical_lines(_LOADERS[kind](path))
     total = sum(len(segment.text) for segment in document.segments)
     if total > max_chars:
         raise DocumentTooLarge(

@@ -15,6 +15,7 @@ import charset_normalizer
 
 from core.errors import UnsupportedFormat
 from core.models import LoadedDocument, Segment
+from core.textutil import reflow
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,9 @@ def read_text(path: Path) -> str:
 
 
 def load(path: Path) -> LoadedDocument:
-    """One segment per non-empty line; the chunker splits overlong lines later."""
+    """One segment per logical line (wrapped prose rejoined); the chunker splits overlong ones later."""
     text = read_text(path)
-    segments = [Segment(text=line.strip()) for line in text.splitlines() if line.strip()]
+    segments = [Segment(text=line) for line in reflow(text)]
     return LoadedDocument(kind="text", segments=segments)
 
 

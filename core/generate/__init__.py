@@ -1,0 +1,1 @@
+"""Generation: LLM backends, prompts, extractive answers, citation validation and answering."""

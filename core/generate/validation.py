@@ -1,0 +1,115 @@
+"""Citation validation: every [n] names a source that was given, and every claim is supported.
+
+A model's draft is split into sentences. Citations to sources that were not
+given are removed. A sentence is kept only when the sources it cites (or, if it
+cites none, some given source) contain most of its content words; a sentence
+without support is dropped. Citations are renumbered in order of first use. If
+nothing supported remains, the answer abstains.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from core.models import Hit
+
+_CITE = re.compile(r"\s*\[(\d+(?:\s*[,;]\s*\d+)*)\]")
+_SPLIT = re.compile(r"(?<=[.!?])\s+(?!\[)|(?<=\])\s+(?=[A-Z0-9\"'(])|\n+")
+_WORD = re.compile(r"\w+", re.UNICODE)
+_STOP = frozenset(
+    "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
+    "these those there here they them their he she his her we our you your i me my not no yes do does did done "
+    "have has had will would can could should may might must shall so than then also which who whom what when "
+    "where why how all any each some such only own same very just about into over under again further once "
+    "said say says according source sources".split()
+)
+
+SUPPORT_THRESHOLD = 0.5
+MIN_CONTENT_WORDS = 2
+
+
+@lru_cache(maxsize=1)
+def _stemmer():
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+def content_words(text: str) -> set[str]:
+    words = [w.lower() for w in _WORD.findall(_CITE.sub(" ", text))]
+    return set(_stemmer().stemWords([w for w in words if w not in _STOP and (len(w) > 1 or w.isdigit())]))
+
+
+def support(sentence: str, source: str) -> float:
+    """Share of the sentence's content words that the source contains."""
+    words = content_words(sentence)
+    if not words:
+        return 1.0
+    return len(words & content_words(source)) / len(words)
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SPLIT.split(text.strip()) if s and s.strip()]
+
+
+@dataclass
+class Checked:
+    """The outcome of validation: clean text, the sources it cites (renumbered), notes."""
+
+    text: str
+    cited: list[Hit]
+    abstained: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def validate(draft: str, hits: list[Hit], texts: list[str] | None = None) -> Checked:
+    """Keep the supported sentences of ``draft`` and make its citations valid.
+
+    ``texts`` are the source texts as the model saw them (possibly shortened);
+    they default to the hits' chunk texts.
+    """
+    texts = texts if texts is not None else [h.chunk.text for h in hits]
+    words = [content_words(t) for t in texts]
+    notes: list[str] = []
+    order: list[int] = []  # original source numbers in order of first use
+    out: list[str] = []
+    for sentence in split_sentences(draft):
+        claimed = [int(n) for group in _CITE.findall(sentence) for n in re.split(r"[,;]", group)]
+        bare = _CITE.sub("", sentence).strip()
+        invalid = [n for n in claimed if not 1 <= n <= len(hits)]
+        if invalid:
+            notes.append(f"removed citation(s) {sorted(set(invalid))} to sources that were not given")
+        valid = list(dict.fromkeys(n for n in claimed if 1 <= n <= len(hits)))
+        sw = content_words(bare)
+        if len(sw) < MIN_CONTENT_WORDS:
+            # Too short to claim anything ("Yes.", "In short:"); kept only beside a supported sentence.
+            if bare and out:
+                out.append(bare)
+            continue
+        ratio = {n: len(sw & words[n - 1]) / len(sw) for n in range(1, len(hits) + 1)}
+        backed = [n for n in valid if ratio[n] >= SUPPORT_THRESHOLD]
+        if not backed:
+            best = max(ratio, key=ratio.get, default=None)
+            if best is None or ratio[best] < SUPPORT_THRESHOLD:
+                notes.append(f"dropped a sentence no source supports: {bare[:80]!r}")
+                continue
+            if valid:
+                notes.append(f"re-attributed a sentence to source {best}, which supports it")
+            backed = [best]
+        for n in backed:
+            if n not in order:
+                order.append(n)
+        marks = "".join(f"[{order.index(n) + 1}]" for n in backed)
+        out.append(_attach(bare, marks))
+    if not order:
+        return Checked("", [], True, notes)
+    return Checked(" ".join(out), [hits[n - 1] for n in order], False, notes)
+
+
+def _attach(sentence: str, marks: str) -> str:
+    """Put citation marks before the sentence's final punctuation."""
+    if sentence and sentence[-1] in ".!?":
+        return f"{sentence[:-1]} {marks}{sentence[-1]}"
+    return f"{sentence} {marks}"

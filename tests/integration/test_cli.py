@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
+
+from tests.fakes.net import free_port, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[2]
 IMP = Path(sys.executable).with_name("imp")
@@ -59,30 +59,16 @@ def test_serve_refuses_a_public_interface_without_a_token(tmp_path):
     assert proc.returncode == 2 and "IMP_API__TOKEN" in proc.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_answers_over_http(tmp_path, samples):
     data = tmp_path / "data"
     _imp(data, "ingest", str(samples / "handbook.md"))
-    port = _free_port()
+    port = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("IMP_")}, "IMP_DATA_DIR": str(data)}
     server = subprocess.Popen([str(IMP), "serve", "--port", str(port)], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, server.stderr.read().decode()
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.2)
+        wait_until_up(f"{base}/healthz", server)
         r = httpx.post(f"{base}/v1/search", json={"query": "expense reports deadline", "k": 1}, timeout=30)
         assert r.status_code == 200
         assert "30 days" in r.json()["hits"][0]["text"]

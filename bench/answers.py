@@ -48,8 +48,12 @@ def qmsum_cases(limit: int | None) -> tuple[list[Path], list[dict]]:
     return files, cases[:limit]
 
 
-def financebench_cases(limit: int | None) -> tuple[list[Path], list[dict]]:
+def financebench_cases(limit: int | None, max_pages: int | None = None) -> tuple[list[Path], list[dict]]:
     pdfs = {p.stem: p for p in (FB / "pdfs").glob("*.pdf")}
+    if max_pages:
+        from pypdf import PdfReader
+
+        pdfs = {k: p for k, p in pdfs.items() if len(PdfReader(p).pages) <= max_pages}
     cases = []
     for line in (FB / "questions_dev.jsonl").read_text().splitlines():
         q = json.loads(line)
@@ -94,8 +98,12 @@ def build(name: str, backend: str, base_url: str | None, model: str | None, min_
 
 
 def run(args) -> dict:
-    files, cases = (qmsum_cases if args.dataset == "qmsum" else financebench_cases)(args.limit)
-    engine = build(args.dataset, args.backend, args.base_url, args.model, args.min_similarity)
+    if args.dataset == "qmsum":
+        files, cases = qmsum_cases(args.limit)
+    else:
+        files, cases = financebench_cases(args.limit, args.max_pages)
+    name = args.dataset + (f"-max{args.max_pages}p" if args.max_pages else "")
+    engine = build(name, args.backend, args.base_url, args.model, args.min_similarity)
     with Stopwatch() as t:
         results = engine.ingest(files)
     print(f"index    {len(files)} files, {sum(r.chunks for r in results)} chunks "
@@ -129,11 +137,12 @@ def run(args) -> dict:
     return summary
 
 
-def calibrate() -> dict:
+def calibrate(max_pages: int | None) -> dict:
     """Best-hit similarity of answerable vs unanswerable questions, and the threshold at 95% recall."""
     q_files, q_cases = qmsum_cases(None)
-    f_files, f_cases = financebench_cases(None)
-    qm, fb = build("qmsum", "extractive", None, None, None), build("financebench", "extractive", None, None, None)
+    f_files, f_cases = financebench_cases(None, max_pages)
+    qm = build("qmsum", "extractive", None, None, None)
+    fb = build("financebench" + (f"-max{max_pages}p" if max_pages else ""), "extractive", None, None, None)
     qm.ingest(q_files)
     fb.ingest(f_files)
 
@@ -160,13 +169,14 @@ def main() -> None:
     ap.add_argument("--base-url")
     ap.add_argument("--model")
     ap.add_argument("--limit", type=int, help="first N questions only")
+    ap.add_argument("--max-pages", type=int, help="financebench: only PDFs of at most N pages")
     ap.add_argument("--min-similarity", type=float, help="override the abstention threshold")
     ap.add_argument("--calibrate", action="store_true", help="calibrate the abstention threshold instead")
     args = ap.parse_args()
     quiet()
     info = header("answers" + (" (abstention calibration)" if args.calibrate else f" on {args.dataset}"))
     if args.calibrate:
-        write_result("answers_calibration", info | calibrate())
+        write_result("answers_calibration", info | calibrate(args.max_pages))
         return
     s = run(args)
     cols = ["backend", "questions", "ROUGE-L", "ROUGE-L answered", "abstained", "citation validity",
@@ -177,7 +187,8 @@ def main() -> None:
         cols += ["accuracy", "cites gold page"]
         vals += [s["accuracy"], s["cites_gold_page"]]
     table(f"answers on {args.dataset}", cols, [vals])
-    write_result(f"answers_{args.dataset}_{args.backend}{'_' + str(args.limit) if args.limit else ''}", info | s)
+    suffix = (f"_{args.limit}" if args.limit else "") + (f"_max{args.max_pages}p" if args.max_pages else "")
+    write_result(f"answers_{args.dataset}_{args.backend}{suffix}", info | s)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,8 @@ class LLMSettings(BaseModel):
 class AnswerSettings(BaseModel):
     k: int = Field(default=6, ge=1, le=50)  # sources given to the writer
     # Below this cosine similarity of the best source, the answer says the documents do not answer.
-    min_similarity: float = Field(default=0.3, ge=-1.0, le=1.0)
+    # 0.35 keeps 95% of answerable dev questions (bench/answers.py --calibrate, docs/benchmarks.md).
+    min_similarity: float = Field(default=0.35, ge=-1.0, le=1.0)
 
 
 class ApiSettings(BaseModel):

@@ -42,7 +42,7 @@ class Answerer:
     """Turns a question into a validated, logged Answer."""
 
     def __init__(self, search: Search, answers: AnswerLog, extractive: ExtractiveWriter, *,
-                 generator: Generator | None = None, k: int = 6, min_similarity: float = 0.3,
+                 generator: Generator | None = None, k: int = 6, min_similarity: float = 0.35,
                  max_new_tokens: int = 256):
         self._search = search
         self.answers = answers

@@ -1,7 +1,7 @@
 """Token-aware chunking with the embedder's own tokenizer.
 
 A chunk never exceeds the embedder's window, so the model never silently
-truncates one, and never spans two pages or slides. Segments are packed whole where they fit; a segment longer than
+truncates one, and never spans two pages, slides or sections. Segments are packed whole where they fit; a segment longer than
 a chunk is cut at token boundaries. Consecutive chunks overlap by about
 ``overlap`` of a chunk, carried as whole trailing segments where possible.
 """
@@ -37,7 +37,7 @@ class Chunker:
     @property
     def signature(self) -> str:
         """Identifies the parameters, so a change of them triggers re-indexing."""
-        return f"chunk:{self.max_tokens}:{self.overlap_tokens}"
+        return f"chunk2:{self.max_tokens}:{self.overlap_tokens}"
 
     def count(self, text: str) -> int:
         return len(self._tok(text, add_special_tokens=False)["input_ids"])
@@ -76,8 +76,9 @@ class Chunker:
         current: list[_Piece] = []
         size = 0
         for p in pieces:
-            # A page (or slide) is the unit people cite, so chunks never straddle two.
-            if current and p.seg.page != current[-1].seg.page:
+            # A page (or slide) is the unit people cite, and a section is one topic: chunks never
+            # straddle two, so a chunk's embedding is not diluted by unrelated neighbours.
+            if current and (p.seg.page != current[-1].seg.page or p.seg.section != current[-1].seg.section):
                 groups.append(current)
                 current, size = [], 0
             # +1 for the newline that joins pieces.

@@ -50,6 +50,9 @@ bench: setup
 	$(PY) bench/retrieval_qmsum.py
 	$(PY) bench/search_latency.py
 	$(PY) bench/ingest_throughput.py
+	$(PY) bench/answers.py --dataset qmsum
+	$(PY) bench/answers.py --dataset financebench --max-pages 75
+	$(PY) bench/answers.py --calibrate --max-pages 75
 
 clean:
 	rm -rf $(VENV) .imp-data .pytest_cache

@@ -9,7 +9,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from core.models import DEFAULT_SCOPE, Answer, DocumentRecord, Hit, IngestResult, Message
+from core.models import DEFAULT_SCOPE, Answer, Chunk, DocumentRecord, Hit, IngestResult, Message
+
+
+def _located(c: Chunk) -> dict:
+    """The fields that say where a chunk is, shared by hits and citations."""
+    return {"doc_id": c.doc_id, "source": c.source, "text": c.text, "page": c.page_start, "start": c.start,
+            "end": c.end, "speaker": ", ".join(c.speakers) if c.speakers else None, "scope": c.scope}
 
 
 class HitOut(BaseModel):
@@ -26,10 +32,7 @@ class HitOut(BaseModel):
 
     @classmethod
     def of(cls, hit: Hit) -> HitOut:
-        c = hit.chunk
-        return cls(rank=hit.rank, doc_id=c.doc_id, source=c.source, text=c.text, score=round(hit.score, 6),
-                   page=c.page_start, start=c.start, end=c.end,
-                   speaker=", ".join(c.speakers) if c.speakers else None, scope=c.scope)
+        return cls(rank=hit.rank, score=round(hit.score, 6), **_located(hit.chunk))
 
 
 class SearchOut(BaseModel):
@@ -131,9 +134,6 @@ class AnswerOut(BaseModel):
 
     @classmethod
     def of(cls, a: Answer) -> AnswerOut:
-        cites = [CitationOut(n=c.n, doc_id=c.chunk.doc_id, source=c.chunk.source, text=c.chunk.text,
-                             page=c.chunk.page_start, start=c.chunk.start, end=c.chunk.end,
-                             speaker=", ".join(c.chunk.speakers) if c.chunk.speakers else None,
-                             scope=c.chunk.scope) for c in a.citations]
+        cites = [CitationOut(n=c.n, **_located(c.chunk)) for c in a.citations]
         return cls(answer_id=a.answer_id, answer=a.text, abstained=a.abstained, citations=cites, model=a.model,
                    timings_ms=TimingsOut(**a.timings_ms))

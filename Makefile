@@ -28,13 +28,14 @@ $(STAMP): pyproject.toml
 
 setup: system-deps $(STAMP)
 
-# Ingest the bundled sample corpus with the embedded defaults and show a search.
+# Ingest the bundled sample corpus with the embedded defaults and answer a question.
 run: setup
 	IMP_DATA_DIR=$(DEMO_DIR) $(IMP) ingest samples/
-	IMP_DATA_DIR=$(DEMO_DIR) $(IMP) search "how much is the hotel allowance in Europe?" -k 3
+	IMP_DATA_DIR=$(DEMO_DIR) $(IMP) ask "how much is the hotel allowance in Europe?"
 	@echo
 	@echo "IMP is ready. Its data is in $(DEMO_DIR). Try:"
-	@echo "  IMP_DATA_DIR=$(DEMO_DIR) $(IMP) search 'when is the rover firmware freeze?'"
+	@echo "  IMP_DATA_DIR=$(DEMO_DIR) $(IMP) ask 'when is the rover firmware freeze?'"
+	@echo "  IMP_DATA_DIR=$(DEMO_DIR) $(IMP) search 'battery runtime' -k 3"
 	@echo "  IMP_DATA_DIR=$(DEMO_DIR) $(IMP) serve    # REST API on http://127.0.0.1:8000/docs"
 
 serve: setup

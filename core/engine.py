@@ -62,8 +62,7 @@ class Engine:
 
     def warm_up(self) -> None:
         """Load models and indexes now rather than on the first request."""
-        _ = self._pipeline.chunker
-        self._pipeline.signature  # noqa: B018 - loads the embedder
+        _ = self._pipeline.chunker  # loads the embedder and its tokenizer
         self._retriever.search("warm up", 1, [DEFAULT_SCOPE])
         self._answerer.warm_up()
 
@@ -106,8 +105,7 @@ class Engine:
         return result
 
     def delete(self, doc_id: str) -> DocumentRecord:
-        record = self.registry.get(doc_id)
-        self._pipeline.delete(doc_id)
+        record = self._pipeline.delete(doc_id)
         shutil.rmtree(self._files_dir / doc_id, ignore_errors=True)
         return record
 

@@ -13,6 +13,7 @@ import logging
 import shutil
 import threading
 from collections.abc import Iterator
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ class TransformersGenerator:
         self._context = 0
         self._lock = threading.Lock()
 
-    @property
+    @cached_property
     def model_id(self) -> str:
         name = self._path.stem if self._path.suffix == ".gguf" else self._path.name
         ident = f"transformers:{name}@{_fingerprint(self._path)}"

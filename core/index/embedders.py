@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -75,7 +76,7 @@ class SentenceTransformerEmbedder:
         self._model: Any = None
         self._lock = threading.Lock()
 
-    @property
+    @cached_property
     def model_id(self) -> str:
         return f"sentence-transformers:{_folder_id(self._path, self._name)}"
 
@@ -131,7 +132,7 @@ class LongformerEmbedder:
         self._window = 0
         self._lock = threading.Lock()
 
-    @property
+    @cached_property
     def model_id(self) -> str:
         return f"longformer:{_folder_id(self._path)}"
 

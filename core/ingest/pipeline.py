@@ -13,19 +13,27 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from core.errors import DocumentTooLarge, EmptyDocument, ImpError
+from core.errors import BackendError, DocumentTooLarge, EmptyDocument, ImpError
 from core.index.embedders import Embedder
 from core.index.keyword import KeywordIndex
 from core.index.vectors import VectorStore
 from core.ingest.chunking import Chunker, document_id
-from core.ingest.loaders import LOADER_VERSION, load_file
-from core.models import Chunk, DocStatus, DocumentRecord, IngestResult, IngestStatus, LoadedDocument
+from core.ingest.loaders import LOADER_VERSION, MEDIA, detect_kind, load_file
+from core.models import Chunk, DocStatus, DocumentRecord, IngestResult, IngestStatus, LoadedDocument, Segment
 from core.store.registry import CommitInfo, DocumentRegistry
+
+if TYPE_CHECKING:
+    from core.speech.transcriber import Transcriber
+    from core.store.transcripts import TranscriptStore
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[IngestResult], None]
+# (what, seconds or items done, in all): long steps such as transcription report through this.
+StepProgress = Callable[[str, float, float], None]
+_MEDIA_KINDS = frozenset({"audio", "video"})
 
 _EMBED_BATCH = 128
 
@@ -57,7 +65,9 @@ class IngestPipeline:
 
     def __init__(self, registry: DocumentRegistry, vectors: VectorStore, keywords: KeywordIndex,
                  embedder: Embedder, *, overlap: float = 0.15, max_tokens: int | None = None,
-                 max_file_bytes: int = 200 << 20, max_chars: int = 5_000_000):
+                 max_file_bytes: int = 200 << 20, max_chars: int = 5_000_000,
+                 transcriber: Transcriber | None = None, transcripts: TranscriptStore | None = None,
+                 max_media_bytes: int = 4 << 30):
         self._registry = registry
         self._vectors = vectors
         self._keywords = keywords
@@ -67,6 +77,9 @@ class IngestPipeline:
         self._max_file_bytes = max_file_bytes
         self._max_chars = max_chars
         self._chunker: Chunker | None = None
+        self._transcriber = transcriber
+        self._transcripts = transcripts
+        self._max_media_bytes = max_media_bytes
 
     @property
     def chunker(self) -> Chunker:
@@ -80,10 +93,17 @@ class IngestPipeline:
     def signature(self) -> str:
         return f"{self._embedder.model_id}|{self.chunker.signature}|loaders:{LOADER_VERSION}"
 
-    def ingest_many(self, paths: Iterable[Path], scope: str, on_result: Progress | None = None) -> list[IngestResult]:
+    def _signature(self, kind: str | None) -> str:
+        """Recordings also depend on the speech model that transcribed them."""
+        if kind in _MEDIA_KINDS and self._transcriber is not None:
+            return f"{self.signature}|speech:{self._transcriber.model_id}"
+        return self.signature
+
+    def ingest_many(self, paths: Iterable[Path], scope: str, on_result: Progress | None = None,
+                    on_step: StepProgress | None = None) -> list[IngestResult]:
         results = []
         for path in paths:
-            r = self.ingest(path, scope)
+            r = self.ingest(path, scope, on_step=on_step)
             results.append(r)
             if on_result:
                 on_result(r)
@@ -93,23 +113,21 @@ class IngestPipeline:
         return results
 
     def ingest(self, path: Path, scope: str, *, source: str | None = None,
-               stored_path: Path | None = None) -> IngestResult:
+               stored_path: Path | None = None, on_step: StepProgress | None = None) -> IngestResult:
         """Index one file. Failures are recorded and returned, never raised."""
         source = source or str(path.resolve())
         doc_id = document_id(scope, source)
         size = 0
         try:
             size = path.stat().st_size
-            if size > self._max_file_bytes:
-                raise DocumentTooLarge(
-                    f"file is {size / 2**20:.1f} MB, above the {self._max_file_bytes / 2**20:.0f} MB limit "
-                    "(IMP_INGEST__MAX_FILE_MB)"
-                )
+            kind = detect_kind(path)
+            self._check_size(size, kind)
             version = file_version(path)
             if self._unchanged(doc_id, version):
                 rec = self._registry.get(doc_id)
                 return IngestResult(doc_id, source, IngestStatus.UNCHANGED, chunks=rec.chunks)
-            loaded = load_file(path, max_chars=self._max_chars)
+            loaded = self._transcribe(path, on_step) if kind == MEDIA else load_file(
+                path, max_chars=self._max_chars, kind=kind)
             chunks = self.chunker.chunk(loaded.segments, doc_id=doc_id, version=version, source=source, scope=scope)
             if not chunks:
                 raise EmptyDocument("the document holds no text to index")
@@ -124,13 +142,28 @@ class IngestPipeline:
             log.exception("unexpected error while ingesting %s", source)
             return self._failed(doc_id, source, scope, size, "internal_error", f"{type(e).__name__}: {e}")
 
+    def _check_size(self, size: int, kind: str) -> None:
+        limit, setting = ((self._max_media_bytes, "IMP_SPEECH__MAX_FILE_MB") if kind == MEDIA
+                          else (self._max_file_bytes, "IMP_INGEST__MAX_FILE_MB"))
+        if size > limit:
+            raise DocumentTooLarge(f"file is {size / 2**20:.1f} MB, above the {limit / 2**20:.0f} MB limit ({setting})")
+
+    def _transcribe(self, path: Path, on_step: StepProgress | None) -> LoadedDocument:
+        if self._transcriber is None:
+            raise BackendError("speech recognition is not configured, so recordings cannot be ingested")
+        info = self._transcriber.probe(path)
+        report = (lambda done, total: on_step(f"transcribing {path.name}", done, total)) if on_step else None
+        transcript = self._transcriber.transcribe(path, report, info=info)
+        segments = [Segment(text=s.text, start=s.start, end=s.end, speaker=s.speaker) for s in transcript.segments]
+        return LoadedDocument(kind=info.kind, segments=segments, transcript=transcript)
+
     def _unchanged(self, doc_id: str, version: str) -> bool:
         rec = self._registry.find(doc_id)
         return (
             rec is not None
             and rec.status == DocStatus.INDEXED
             and rec.version == version
-            and rec.extra.get("index_signature") == self.signature
+            and rec.extra.get("index_signature") == self._signature(rec.kind)
         )
 
     def _write(self, doc_id: str, source: str, scope: str, version: str, size: int,
@@ -140,12 +173,16 @@ class IngestPipeline:
         for i in range(0, len(chunks), _EMBED_BATCH):
             part = chunks[i : i + _EMBED_BATCH]
             self._vectors.upsert(part, self._embedder.embed([c.text for c in part]))
+        if loaded.transcript is not None and self._transcripts is not None:
+            self._transcripts.save(doc_id, version, loaded.transcript)
         pages = {s.page for s in loaded.segments if s.page is not None}
         ends = [s.end for s in loaded.segments if s.end is not None]
+        if loaded.transcript is not None:
+            ends = [loaded.transcript.duration]
         info = CommitInfo(
             kind=loaded.kind, title=loaded.title, chunks=len(chunks), segments=len(loaded.segments),
             pages=max(pages) if pages else None, duration=max(ends) if ends else None,
-            embedding_model=self._embedder.model_id, index_signature=self.signature,
+            embedding_model=self._embedder.model_id, index_signature=self._signature(loaded.kind),
             stored_path=str(stored_path) if stored_path else None,
         )
         self._registry.commit(doc_id, version, info)

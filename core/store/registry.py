@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import NotFound
 from core.models import Chunk, DocStatus, DocumentRecord
-from core.store.schema import Base, ChunkRow, DocumentRow, MetaRow
+from core.store.schema import Base, ChunkRow, DocumentRow, MetaRow, TranscriptRow
 
 _GENERATION = "generation"
 
@@ -210,12 +210,13 @@ class DocumentRegistry:
             row.updated_at = _now()
 
     def drop_chunks(self, doc_id: str, keep_version: str | None = None) -> None:
-        """Delete a document's chunk texts except those of ``keep_version``."""
+        """Delete a document's chunk texts and transcripts except those of ``keep_version``."""
         with self._session() as s, s.begin():
-            q = delete(ChunkRow).where(ChunkRow.doc_id == doc_id)
-            if keep_version is not None:
-                q = q.where(ChunkRow.version != keep_version)
-            s.execute(q)
+            for table in (ChunkRow, TranscriptRow):
+                q = delete(table).where(table.doc_id == doc_id)
+                if keep_version is not None:
+                    q = q.where(table.version != keep_version)
+                s.execute(q)
 
     def delete(self, doc_id: str) -> DocumentRecord:
         """Remove a document from search (one transaction) and forget its chunk texts."""
@@ -226,6 +227,7 @@ class DocumentRegistry:
             record = _record(row)
             s.delete(row)
             s.execute(delete(ChunkRow).where(ChunkRow.doc_id == doc_id))
+            s.execute(delete(TranscriptRow).where(TranscriptRow.doc_id == doc_id))
             _bump_generation(s)
             return record
 

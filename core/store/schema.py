@@ -82,3 +82,15 @@ class AnswerRow(Base):
     timings_ms: Mapped[dict] = mapped_column(JSON, default=dict)
     notes: Mapped[list] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class TranscriptRow(Base):
+    """What a recording said, per document version (core.speech.export's JSON shape)."""
+
+    __tablename__ = "transcripts"
+
+    doc_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime)

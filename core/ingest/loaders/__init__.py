@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from core.errors import DocumentTooLarge, EmptyDocument
+from core.errors import DocumentTooLarge, EmptyDocument, UnsupportedFormat
 from core.ingest.loaders import mail, office, pdf, subtitles, tabular, text, web
-from core.ingest.loaders.detect import detect_kind
+from core.ingest.loaders.detect import MEDIA, detect_kind
 from core.models import LoadedDocument
 from core.textutil import reflow
 
-__all__ = ["DEFAULT_MAX_CHARS", "KINDS", "LOADER_VERSION", "detect_kind", "load_file"]
+__all__ = ["DEFAULT_MAX_CHARS", "KINDS", "LOADER_VERSION", "MEDIA", "detect_kind", "load_file"]
 
 # Bump when loaders change the text they extract, so unchanged files are re-indexed.
 LOADER_VERSION = 2
@@ -72,10 +72,12 @@ def _logical_lines(document: LoadedDocument) -> LoadedDocument:
     return replace(document, segments=segments)
 
 
-def load_file(path: Path, *, max_chars: int = DEFAULT_MAX_CHARS) -> LoadedDocument:
-    """Detect ``path``'s format and extract its segments, enforcing ``max_chars``."""
+def load_file(path: Path, *, max_chars: int = DEFAULT_MAX_CHARS, kind: str | None = None) -> LoadedDocument:
+    """Extract ``path``'s segments (its format detected unless ``kind`` is given), enforcing ``max_chars``."""
     path = Path(path)
-    kind = detect_kind(path)
+    kind = kind or detect_kind(path)
+    if kind == MEDIA:
+        raise UnsupportedFormat(f"{path.name} is a recording: it is transcribed, not read as a document")
     if kind in _PRECHECKED_KINDS:
         size = path.stat().st_size
         if size > max_chars * _MAX_BYTES_PER_CHAR:

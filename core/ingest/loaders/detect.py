@@ -34,10 +34,6 @@ _FOREIGN_MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"7z\xbc\xaf\x27\x1c", 0, "a 7-Zip archive"),
     (b"Rar!\x1a\x07", 0, "a RAR archive"),
     (b"SQLite format 3\x00", 0, "a SQLite database"),
-    (b"OggS", 0, "an audio/video file (Ogg)"),
-    (b"fLaC", 0, "an audio file (FLAC)"),
-    (b"\x1a\x45\xdf\xa3", 0, "a video file (Matroska/WebM)"),
-    (b"ftyp", 4, "an audio/video file (MP4/MOV/M4A)"),
     (b"{\\rtf", 0, "an RTF document (save it as .docx or PDF)"),
     (
         b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
@@ -45,14 +41,25 @@ _FOREIGN_MAGIC: tuple[tuple[bytes, int, str], ...] = (
         "a legacy Office file (.doc/.xls/.ppt; save it as .docx/.xlsx/.pptx)",
     ),
 )
-# Magic too short to trust alone: a text file may begin "MZ" or "ID3"; the binary
-# formats always carry NUL bytes right after it.
-_SHORT_MAGIC = ((b"MZ", "an executable (Windows)"), (b"ID3", "an audio file (MP3)"))
-_RIFF_KINDS = {
-    b"WEBP": "a WebP image",
-    b"WAVE": "an audio file (WAV)",
-    b"AVI ": "a video file (AVI)",
-}
+# Magic too short to trust alone: a text file may begin "MZ"; the binary
+# format always carries NUL bytes right after it.
+_SHORT_MAGIC = ((b"MZ", "an executable (Windows)"),)
+_RIFF_KINDS = {b"WEBP": "a WebP image"}
+
+# Audio and video containers, all decoded by ffmpeg (see core.ingest.media).
+MEDIA = "media"
+_MEDIA_MAGIC: tuple[tuple[bytes, int], ...] = (
+    (b"OggS", 0),  # Ogg Vorbis / Opus
+    (b"fLaC", 0),
+    (b"\x1a\x45\xdf\xa3", 0),  # Matroska / WebM
+    (b"ftyp", 4),  # MP4, MOV, M4A, 3GP
+    (b"#!AMR", 0),
+    (b"caff", 0),  # Core Audio
+    (b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", 0),  # ASF: WMA / WMV
+)
+_RIFF_MEDIA = frozenset({b"WAVE", b"AVI ", b"RF64"})
+# MPEG audio frame sync (MP3 without an ID3 tag) and ADTS AAC.
+_FRAME_SYNC = (b"\xff\xfb", b"\xff\xfa", b"\xff\xf3", b"\xff\xf2", b"\xff\xe3", b"\xff\xf1", b"\xff\xf9")
 
 # Office Open XML: the main part's usual name, then its content type for files
 # whose producer named the part differently.
@@ -131,6 +138,8 @@ def _binary_kind(path: Path, head: bytes) -> str | None:
         return "pdf"
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return _zip_kind(path, head)
+    if _is_media(head):
+        return MEDIA
     for magic, offset, what in _FOREIGN_MAGIC:
         if head[offset : offset + len(magic)] == magic:
             raise UnsupportedFormat(f"{path.name} is {what}, not a supported document")
@@ -141,6 +150,19 @@ def _binary_kind(path: Path, head: bytes) -> str | None:
         what = _RIFF_KINDS[head[8:12]]
         raise UnsupportedFormat(f"{path.name} is {what}, not a supported document")
     return None
+
+
+def _is_media(head: bytes) -> bool:
+    if any(head[offset : offset + len(magic)] == magic for magic, offset in _MEDIA_MAGIC):
+        return True
+    if head.startswith(b"RIFF") and head[8:12] in _RIFF_MEDIA:
+        return True
+    if head.startswith(b"FORM") and head[8:12] in (b"AIFF", b"AIFC"):
+        return True
+    # An ID3 tag: "ID3", a version byte under 0xFF, flags, then a syncsafe size (high bits clear).
+    if head.startswith(b"ID3") and len(head) >= 10 and head[3] < 0xFF and all(b < 0x80 for b in head[6:10]):
+        return True
+    return head[:2] in _FRAME_SYNC
 
 
 def _zip_kind(path: Path, head: bytes) -> str:

@@ -1,0 +1,197 @@
+"""Transcribing a recording: decode, cut at silences, recognise in parallel, merge, assign speakers.
+
+Pieces are recognised by a pool of worker processes (one per core, each with a
+one-thread recogniser) and merged back in order with absolute timestamps. At
+most two pieces per worker are in flight, so memory stays flat for any length.
+Short recordings run in this process, where the model stays loaded between calls.
+
+Speakers: a recording whose channels carry different voices (a call recorded
+one side per channel) gets a speaker per channel. A mono recording is
+diarized by clustering voice embeddings of its segments, when enabled.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import BackendError, EmptyDocument
+from core.ingest.media import Media, MediaInfo
+from core.models import SpeechSegment, Transcript
+from core.speech.base import SAMPLE_RATE, SpeechConfig, make_backend
+from core.speech.pieces import Piece, cut_at_silences
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, float], None]  # (seconds done, seconds in all)
+
+
+@dataclass(frozen=True, slots=True)
+class PieceResult:
+    index: int
+    seconds: float
+    segments: list[SpeechSegment]
+    embeddings: list[np.ndarray | None]
+    language: str | None
+
+
+class PieceWorker:
+    """A recogniser (and voice embedder) that turns pieces into segments."""
+
+    def __init__(self, config: SpeechConfig, diarize: bool):
+        self._backend = make_backend(config)
+        self._embedder = None
+        if diarize:
+            from core.speech.diarize import SpeakerEmbedder
+
+            self._embedder = SpeakerEmbedder(config.device)
+
+    def warm_up(self) -> None:
+        self._backend.warm_up()
+        if self._embedder is not None:
+            self._embedder.warm_up()
+
+    @property
+    def model_id(self) -> str:
+        voice = f"+{self._embedder.model_id}" if self._embedder is not None else ""
+        return self._backend.model_id + voice
+
+    def run(self, piece: Piece, speaker: str | None) -> PieceResult:
+        segments = list(self._backend.transcribe(piece.audio, piece.offset))
+        if speaker is not None:
+            segments = [replace(s, speaker=speaker) for s in segments]
+        embeddings: list[np.ndarray | None] = []
+        if self._embedder is not None and speaker is None:
+            for s in segments:
+                lo = max(0, int((s.start - piece.offset) * SAMPLE_RATE))
+                hi = int((s.end - piece.offset) * SAMPLE_RATE)
+                embeddings.append(self._embedder.embed(piece.audio[lo:hi]))
+        return PieceResult(piece.index, piece.seconds, segments, embeddings,
+                           getattr(self._backend, "language", None))
+
+
+# One worker per pool process, built by the pool's initializer.
+_process_worker: PieceWorker | None = None
+
+
+def _init_process(config: SpeechConfig, diarize: bool) -> None:
+    global _process_worker
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    _process_worker = PieceWorker(config, diarize)
+    _process_worker.warm_up()
+
+
+def _run_in_process(piece: Piece, speaker: str | None) -> PieceResult:
+    assert _process_worker is not None
+    return _process_worker.run(piece, speaker)
+
+
+class Transcriber:
+    """Turns an audio or video file into a Transcript."""
+
+    def __init__(self, media: Media, config: SpeechConfig, *, workers: int = 0, piece_seconds: float = 60.0,
+                 diarize: bool = True, max_speakers: int | None = None):
+        self.media = media
+        self._config = config
+        self._workers = workers or os.cpu_count() or 1
+        self._piece_seconds = piece_seconds
+        self._diarize = diarize
+        self._max_speakers = max_speakers
+        self._inline: PieceWorker | None = None
+
+    def _inline_worker(self) -> PieceWorker:
+        if self._inline is None:
+            self._inline = PieceWorker(replace(self._config, threads=self._workers), self._diarize)
+        return self._inline
+
+    @property
+    def model_id(self) -> str:
+        return self._inline_worker().model_id
+
+    def warm_up(self) -> None:
+        self._inline_worker().warm_up()
+
+    def probe(self, path: Path) -> MediaInfo:
+        return self.media.probe(path)
+
+    def transcribe(self, path: Path, progress: Progress | None = None, info: MediaInfo | None = None) -> Transcript:
+        """The whole transcript of ``path``; EmptyDocument when nobody speaks in it."""
+        path = Path(path)
+        info = info or self.media.probe(path)
+        split = self.media.separate_channels(path, info)
+        streams: list[tuple[int | None, str | None]] = (
+            [(ch, f"Speaker {ch + 1}") for ch in range(info.channels)] if split else [(None, None)]
+        )
+        total = info.duration * len(streams)
+        done = 0.0
+        results: list[PieceResult] = []
+        for channel, speaker in streams:
+            for r in self._recognise(path, info, channel, speaker):
+                results.append(r)
+                done += r.seconds
+                if progress:
+                    progress(min(done, total), total)
+        segments = [s for r in results for s in r.segments]
+        if not segments:
+            raise EmptyDocument(f"{path.name}: no speech was recognised in {info.duration:.1f} s of audio")
+        language = next((r.language for r in results if r.language), self._config.language)
+        notes: list[str] = []
+        if split:
+            how = "channels"
+            segments.sort(key=lambda s: (s.start, s.end))
+            notes.append(f"one speaker per channel ({info.channels} channels)")
+        elif self._diarize:
+            from core.speech.diarize import label_segments
+
+            embeddings = [e for r in results for e in r.embeddings]
+            segments, count = label_segments(segments, embeddings, max_speakers=self._max_speakers)
+            how = "diarization"
+            notes.append(f"{count} speaker(s) told apart by voice; their names are not known")
+        else:
+            how = "none"
+            notes.append("speakers unknown: a mono recording and speaker diarization is off")
+        return Transcript(duration=round(info.duration, 3), language=language, segments=segments,
+                          model=self.model_id, speakers=how, notes=notes)
+
+    def _recognise(self, path: Path, info: MediaInfo, channel: int | None,
+                   speaker: str | None) -> Iterator[PieceResult]:
+        pieces = cut_at_silences(self.media.decode(path, info, channel=channel), target=self._piece_seconds)
+        if self._workers <= 1 or info.duration <= 2 * self._piece_seconds:
+            worker = self._inline_worker()
+            for piece in pieces:
+                yield worker.run(piece, speaker)
+            return
+        yield from self._in_pool(pieces, speaker)
+
+    def _in_pool(self, pieces: Iterator[Piece], speaker: str | None) -> Iterator[PieceResult]:
+        config = replace(self._config, threads=1)
+        context = multiprocessing.get_context("spawn")
+        pending: deque[Future[PieceResult]] = deque()
+        with ProcessPoolExecutor(self._workers, mp_context=context, initializer=_init_process,
+                                 initargs=(config, self._diarize)) as pool:
+            try:
+                for piece in pieces:
+                    pending.append(pool.submit(_run_in_process, piece, speaker))
+                    while len(pending) >= 2 * self._workers:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            except BrokenProcessPool as e:
+                raise BackendError("a speech recognition worker died (out of memory?)") from e
+            finally:
+                for f in pending:
+                    f.cancel()

@@ -1,0 +1,34 @@
+"""Transcripts of recordings, one per document version, beside the document registry."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from core.errors import NotFound
+from core.models import Transcript
+from core.speech.export import from_dict, to_dict
+from core.store.registry import DocumentRegistry
+from core.store.schema import DocumentRow, TranscriptRow
+
+
+class TranscriptStore:
+    """Saves a version's transcript before it is committed; reads the committed one."""
+
+    def __init__(self, registry: DocumentRegistry):
+        self._registry = registry
+
+    def save(self, doc_id: str, version: str, transcript: Transcript) -> None:
+        with self._registry.session() as s, s.begin():
+            s.merge(TranscriptRow(doc_id=doc_id, version=version, model=transcript.model,
+                                  data=to_dict(transcript), created_at=datetime.now(UTC).replace(tzinfo=None)))
+
+    def get(self, doc_id: str) -> Transcript:
+        """The transcript of the document's searchable version."""
+        with self._registry.session() as s:
+            doc = s.get(DocumentRow, doc_id)
+            if doc is None:
+                raise NotFound(f"no document with id {doc_id!r}")
+            row = s.get(TranscriptRow, (doc_id, doc.version)) if doc.version else None
+            if row is None:
+                raise NotFound(f"document {doc_id!r} has no transcript (it is not a recording, or not indexed yet)")
+            return from_dict(row.data)

@@ -73,7 +73,7 @@ class Media:
         """Duration, codec and channels of ``path``'s first audio stream, refusing what cannot be transcribed."""
         path = Path(path)
         args = [self._binary(self._ffprobe), "-v", "error", "-print_format", "json",
-                "-show_format", "-show_streams", "--", str(path)]
+                "-show_format", "-show_streams", _url(path)]
         try:
             done = subprocess.run(args, capture_output=True, timeout=self._probe_timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as e:
@@ -115,8 +115,8 @@ class Media:
             raise EmptyDocument(f"{path.name} is 0 seconds long: there is nothing to transcribe")
         if duration > self.max_duration_s:
             raise DocumentTooLarge(
-                f"{path.name} lasts {duration / 3600:.1f} h, longer than the limit of "
-                f"{self.max_duration_s / 3600:.1f} h (IMP_SPEECH__MAX_HOURS)"
+                f"{path.name} lasts {_hours(duration)}, longer than the limit of "
+                f"{_hours(self.max_duration_s)} (IMP_SPEECH__MAX_HOURS)"
             )
         return replace(info, duration=duration)
 
@@ -139,7 +139,7 @@ class Media:
         (n, channels)). ``limit_seconds`` stops after that much audio.
         """
         path = Path(path)
-        args = [self._binary(self._ffmpeg), "-nostdin", "-hide_banner", "-v", "error", "-i", str(path),
+        args = [self._binary(self._ffmpeg), "-nostdin", "-hide_banner", "-v", "error", "-i", _url(path),
                 "-map", "0:a:0", "-vn", "-sn", "-dn"]
         if limit_seconds is not None:
             args += ["-t", f"{limit_seconds:.3f}"]
@@ -192,7 +192,8 @@ class Media:
         ready, _, _ = select.select([fd], [], [], wait)
         if not ready:
             raise CorruptDocument(f"{path.name}: ffmpeg produced no audio for {wait:.0f} s; stopped")
-        return os.read(fd, max(want, 4096))
+        # Never more than asked: a block must end on a whole frame of every channel.
+        return os.read(fd, want)
 
     @staticmethod
     def _decode_error(path: Path, stderr: bytes, produced: int) -> Exception:
@@ -243,6 +244,16 @@ class Media:
         return bool(dominant.mean() >= share and len(leaders) == info.channels)
 
 
+def _url(path: Path) -> str:
+    """ffmpeg reads "name:rest" as a protocol; a file: URL of the absolute path never is."""
+    return f"file:{path.resolve()}"
+
+
+def _hours(seconds: float) -> str:
+    minutes = int(round(seconds / 60))
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{seconds / 60:.1f} min"
+
+
 def _samples(data: bytes, width: int) -> np.ndarray:
     pcm = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
     return pcm if width == 1 else pcm.reshape(-1, width)
@@ -260,5 +271,7 @@ def _last_line(stderr: bytes, path: Path) -> str:
     lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
     if not lines:
         return ""
-    line = lines[-1].replace(f"{path}: ", "").replace(str(path), path.name)
+    line = lines[-1]
+    for shown in (_url(path), str(path.resolve()), str(path)):
+        line = line.replace(f"{shown}: ", "").replace(shown, path.name)
     return line[:300]

@@ -150,6 +150,13 @@ class Transcriber:
             raise EmptyDocument(f"{path.name}: no speech was recognised in {info.duration:.1f} s of audio")
         language = next((r.language for r in results if r.language), self._config.language)
         notes: list[str] = []
+        heard = done / len(streams)
+        duration = info.duration
+        if heard < 0.9 * info.duration - 1.0:
+            # A cut-off download or an interrupted recording: its header promises more than it holds.
+            notes.append(f"the file holds {heard:.1f} s of audio although its header says {info.duration:.1f} s: "
+                         "it may be truncated")
+            duration = heard
         if split:
             how = "channels"
             segments.sort(key=lambda s: (s.start, s.end))
@@ -164,7 +171,7 @@ class Transcriber:
         else:
             how = "none"
             notes.append("speakers unknown: a mono recording and speaker diarization is off")
-        return Transcript(duration=round(info.duration, 3), language=language, segments=segments,
+        return Transcript(duration=round(duration, 3), language=language, segments=segments,
                           model=self.model_id, speakers=how, notes=notes)
 
     def _recognise(self, path: Path, info: MediaInfo, channel: int | None,

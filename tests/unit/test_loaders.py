@@ -118,7 +118,7 @@ def test_text_formats_are_told_apart_by_shape_then_extension(tmp_path, name, con
 
 
 def test_empty_file_is_reported_as_empty(tmp_path):
-    with pytest.raises(EmptyDocument, match=r"file is empty \(0 bytes\)"):
+    with pytest.raises(EmptyDocument, match=r"empty.pdf is empty \(0 bytes\)"):
         load_file(write(tmp_path, "empty.pdf", b""))
 
 

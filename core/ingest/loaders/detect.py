@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import stat
 import zipfile
 from pathlib import Path
 
@@ -48,16 +49,17 @@ _RIFF_KINDS = {b"WEBP": "a WebP image"}
 
 # Audio and video containers, all decoded by ffmpeg (see core.ingest.media).
 MEDIA = "media"
-_MEDIA_MAGIC: tuple[tuple[bytes, int], ...] = (
-    (b"OggS", 0),  # Ogg Vorbis / Opus
-    (b"fLaC", 0),
-    (b"\x1a\x45\xdf\xa3", 0),  # Matroska / WebM
-    (b"ftyp", 4),  # MP4, MOV, M4A, 3GP
-    (b"#!AMR", 0),
-    (b"caff", 0),  # Core Audio
-    (b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", 0),  # ASF: WMA / WMV
+# Each magic is followed by bytes that text never has (a version byte, a binary length),
+# so notes that merely start with "fLaC is a codec" or "caffeine" stay text.
+_MEDIA_MAGIC: tuple[bytes, ...] = (
+    b"OggS\x00",  # Ogg Vorbis / Opus, stream structure version 0
+    b"\x1a\x45\xdf\xa3",  # Matroska / WebM (EBML)
+    b"#!AMR\n",
+    b"#!AMR-WB\n",
+    b"caff\x00\x01",  # Core Audio, version 1
+    b"\x30\x26\xb2\x75\x8e\x66\xcf\x11",  # ASF: WMA / WMV
 )
-_RIFF_MEDIA = frozenset({b"WAVE", b"AVI ", b"RF64"})
+_RIFF_MEDIA = frozenset({b"WAVE", b"AVI "})
 # MPEG audio frame sync (MP3 without an ID3 tag) and ADTS AAC.
 _FRAME_SYNC = (b"\xff\xfb", b"\xff\xfa", b"\xff\xf3", b"\xff\xf2", b"\xff\xe3", b"\xff\xf1", b"\xff\xf9")
 
@@ -120,6 +122,9 @@ def detect_kind(path: Path) -> str:
 
 
 def _read_head(path: Path) -> bytes:
+    # A FIFO or device would block open() or read forever; only regular files are documents.
+    if path.exists() and not path.is_dir() and not stat.S_ISREG(path.stat().st_mode):
+        raise UnsupportedFormat(f"{path.name} is not a regular file (a pipe, socket or device)")
     try:
         with path.open("rb") as f:
             head = f.read(HEAD_BYTES)
@@ -128,7 +133,7 @@ def _read_head(path: Path) -> bytes:
     except IsADirectoryError as e:
         raise UnsupportedFormat(f"{path.name} is a directory, not a file") from e
     if not head:
-        raise EmptyDocument("file is empty (0 bytes)")
+        raise EmptyDocument(f"{path.name} is empty (0 bytes)")
     return head
 
 
@@ -153,14 +158,22 @@ def _binary_kind(path: Path, head: bytes) -> str | None:
 
 
 def _is_media(head: bytes) -> bool:
-    if any(head[offset : offset + len(magic)] == magic for magic, offset in _MEDIA_MAGIC):
+    if head.startswith(_MEDIA_MAGIC):
         return True
-    if head.startswith(b"RIFF") and head[8:12] in _RIFF_MEDIA:
+    if head[:4] in (b"RIFF", b"RF64", b"BW64") and head[8:12] in _RIFF_MEDIA:
         return True
-    if head.startswith(b"FORM") and head[8:12] in (b"AIFF", b"AIFC"):
+    # FLAC: the first metadata block is STREAMINFO (type 0), 34 bytes long.
+    if head.startswith(b"fLaC") and head[4] & 0x7F == 0 and head[5:8] == b"\x00\x00\x22":
         return True
-    # An ID3 tag: "ID3", a version byte under 0xFF, flags, then a syncsafe size (high bits clear).
-    if head.startswith(b"ID3") and len(head) >= 10 and head[3] < 0xFF and all(b < 0x80 for b in head[6:10]):
+    # MP4/MOV/M4A/3GP: a first box of plausible binary size whose type is "ftyp" (or a bare QuickTime atom).
+    size = int.from_bytes(head[:4], "big")
+    if 8 <= size <= 4096 and head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free"):
+        return True
+    if head.startswith(b"FORM") and head[8:12] in (b"AIFF", b"AIFC") and b"COMM" in head[12:128]:
+        return True
+    # An ID3v2 tag: version 2-4, revision, flags, then a syncsafe size (high bits clear).
+    if head.startswith(b"ID3") and len(head) >= 10 and head[3] in (2, 3, 4) and head[4] < 0xFF \
+            and all(b < 0x80 for b in head[6:10]):
         return True
     return head[:2] in _FRAME_SYNC
 

@@ -43,6 +43,7 @@ from core.ingest.pipeline import IngestPipeline  # noqa: E402
 from core.speech.base import SpeechConfig  # noqa: E402
 from core.speech.export import render  # noqa: E402
 from core.speech.transcriber import Transcriber  # noqa: E402
+from core.store.jobs import JobStore  # noqa: E402
 from core.store.transcripts import TranscriptStore  # noqa: E402
 from bot.schemas import AnswerOut, DocumentOut, HitOut, IngestResultOut  # noqa: E402
 from core.models import DEFAULT_SCOPE, IngestResult, IngestStatus  # noqa: E402
@@ -88,7 +89,8 @@ def build_engine(settings: Settings, *, embedder: Embedder | None = None) -> Eng
         max_new_tokens=settings.llm.max_new_tokens,
     )
     return Engine(registry, pipeline, retriever, answerer, files_dir=data / "files",
-                  default_k=settings.search.default_k, transcriber=transcriber, transcripts=transcripts)
+                  default_k=settings.search.default_k, transcriber=transcriber, transcripts=transcripts,
+                  jobs=JobStore(registry))
 
 
 def build_transcriber(settings: Settings) -> Transcriber:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,7 +18,7 @@ from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bot.metrics import Metrics
-from bot.routers import ask, documents, health, search
+from bot.routers import ask, documents, health, jobs, search
 from core.engine import Engine
 from core.errors import (
     BackendError,
@@ -71,8 +72,14 @@ def _route_template(request: Request) -> str:
 
 
 def create_app(engine: Engine, *, api_token: SecretStr | None = None) -> FastAPI:
-    app = FastAPI(title="IMP", version="0.1.0",
-                  description="Ingest company documents and search them, with citations.")
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        engine.recover_jobs()
+        yield
+        engine.close()
+
+    app = FastAPI(title="IMP", version="0.1.0", lifespan=lifespan,
+                  description="Ingest company documents and recordings and search them, with citations.")
     metrics = Metrics()
     app.state.engine = engine
     app.state.metrics = metrics
@@ -81,6 +88,7 @@ def create_app(engine: Engine, *, api_token: SecretStr | None = None) -> FastAPI
     app.include_router(documents.router, prefix="/v1", dependencies=auth)
     app.include_router(search.router, prefix="/v1", dependencies=auth)
     app.include_router(ask.router, prefix="/v1", dependencies=auth)
+    app.include_router(jobs.router, prefix="/v1", dependencies=auth)
     app.include_router(health.router)
 
     @app.middleware("http")

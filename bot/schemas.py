@@ -9,13 +9,15 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from core.models import DEFAULT_SCOPE, Answer, Chunk, DocumentRecord, Hit, IngestResult, Message
+from core.generate.prompts import locator
+from core.models import DEFAULT_SCOPE, Answer, Chunk, DocumentRecord, Hit, IngestResult, Job, Message
 
 
 def _located(c: Chunk) -> dict:
     """The fields that say where a chunk is, shared by hits and citations."""
     return {"doc_id": c.doc_id, "source": c.source, "text": c.text, "page": c.page_start, "start": c.start,
-            "end": c.end, "speaker": ", ".join(c.speakers) if c.speakers else None, "scope": c.scope}
+            "end": c.end, "speaker": ", ".join(c.speakers) if c.speakers else None, "scope": c.scope,
+            "location": locator(c)}
 
 
 class HitOut(BaseModel):
@@ -29,6 +31,7 @@ class HitOut(BaseModel):
     end: float | None = None
     speaker: str | None = None
     scope: str
+    location: str = Field(description='Where, as people cite it: "call.mp4 [12:31–12:58] Speaker 2", "report.pdf, p. 4"')
 
     @classmethod
     def of(cls, hit: Hit) -> HitOut:
@@ -116,6 +119,7 @@ class CitationOut(BaseModel):
     end: float | None = None
     speaker: str | None = None
     scope: str
+    location: str
 
 
 class TimingsOut(BaseModel):
@@ -137,3 +141,29 @@ class AnswerOut(BaseModel):
         cites = [CitationOut(n=c.n, **_located(c.chunk)) for c in a.citations]
         return cls(answer_id=a.answer_id, answer=a.text, abstained=a.abstained, citations=cites, model=a.model,
                    timings_ms=TimingsOut(**a.timings_ms))
+
+
+class JobOut(BaseModel):
+    job_id: str
+    kind: str
+    status: str = Field(description="queued, running, done or failed")
+    stage: str = Field(description='What it is doing, e.g. "transcribing call.mp4"')
+    done: float
+    total: float | None = Field(None, description="Units of the stage (seconds of audio while transcribing)")
+    scope: str
+    source: str
+    doc_id: str | None = None
+    result: IngestResultOut | None = None
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def of(cls, j: Job) -> JobOut:
+        return cls(job_id=j.job_id, kind=j.kind, status=j.status.value, stage=j.stage, done=round(j.done, 2),
+                   total=round(j.total, 2) if j.total is not None else None, scope=j.scope, source=j.source,
+                   doc_id=j.doc_id, result=IngestResultOut.of(j.result) if j.result else None,
+                   created_at=j.created_at.isoformat() + "Z", updated_at=j.updated_at.isoformat() + "Z")
+
+
+class JobsOut(BaseModel):
+    jobs: list[JobOut]

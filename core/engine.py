@@ -6,6 +6,8 @@ import logging
 import re
 import shutil
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -15,9 +17,12 @@ from core.generate.answering import Answerer, StreamEvent
 from core.index.hybrid import HybridRetriever, Mode
 from core.ingest.chunking import document_id
 from core.ingest.pipeline import IngestPipeline, Progress, StepProgress, walk
-from core.models import DEFAULT_SCOPE, Answer, DocumentRecord, Hit, IngestResult, IngestStatus, Message, Transcript
+from core.models import (
+    DEFAULT_SCOPE, Answer, DocumentRecord, Hit, IngestResult, IngestStatus, Job, Message, Transcript,
+)
 from core.speech.transcriber import Progress as TranscribeProgress
 from core.speech.transcriber import Transcriber
+from core.store.jobs import JobStore
 from core.store.registry import DocumentRegistry
 from core.store.transcripts import TranscriptStore
 
@@ -56,7 +61,8 @@ class Engine:
 
     def __init__(self, registry: DocumentRegistry, pipeline: IngestPipeline, retriever: HybridRetriever,
                  answerer: Answerer, *, files_dir: Path, default_k: int = 5,
-                 transcriber: Transcriber | None = None, transcripts: TranscriptStore | None = None):
+                 transcriber: Transcriber | None = None, transcripts: TranscriptStore | None = None,
+                 jobs: JobStore | None = None):
         self.registry = registry
         self._pipeline = pipeline
         self._retriever = retriever
@@ -65,6 +71,9 @@ class Engine:
         self._default_k = default_k
         self._transcriber = transcriber
         self._transcripts = transcripts
+        self._jobs = jobs
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
 
     def warm_up(self) -> None:
         """Load models and indexes now rather than on the first request."""
@@ -94,22 +103,79 @@ class Engine:
         check_scope(scope)
         source = f"upload:{filename}"
         try:
-            name = check_upload_name(filename)
+            target = self._store_upload(filename, stream, scope)
         except InvalidRequest as e:
             return IngestResult(document_id(scope, source), filename, IngestStatus.FAILED,
                                 error=e.detail, error_code=e.code)
-        doc_id = document_id(scope, source)
-        folder = self._files_dir / doc_id
+        return self._ingest_stored(target, scope, source, on_step)
+
+    def submit_upload(self, filename: str, stream: BinaryIO, scope: str = DEFAULT_SCOPE) -> Job:
+        """Store an upload and ingest it in the background; follow it with ``job``.
+
+        For recordings, which take minutes: the job reports the transcription's
+        progress in seconds of audio.
+        """
+        if self._jobs is None:
+            raise BackendError("background jobs are not available in this engine")
+        check_scope(scope)
+        source = f"upload:{filename}"
+        target = self._store_upload(filename, stream, scope)
+        job = self._jobs.create("ingest", scope, source, document_id(scope, source))
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="imp-jobs")
+            self._executor.submit(self._run_job, job.job_id, target, scope, source)
+        return job
+
+    def recover_jobs(self) -> int:
+        """At service start: fail the jobs a previous run of the service left unfinished."""
+        interrupted = self._jobs.interrupt_unfinished() if self._jobs is not None else 0
+        if interrupted:
+            log.warning("%d background job(s) were interrupted by a restart", interrupted)
+        return interrupted
+
+    def job(self, job_id: str) -> Job:
+        if self._jobs is None:
+            raise NotFound(f"no job with id {job_id!r}")
+        return self._jobs.get(job_id)
+
+    def _run_job(self, job_id: str, target: Path, scope: str, source: str) -> None:
+        assert self._jobs is not None
+        jobs = self._jobs
+        jobs.progress(job_id, "ingesting")
+        try:
+            result = self._ingest_stored(target, scope, source,
+                                         lambda what, done, total: jobs.progress(job_id, what, done, total))
+        except Exception as e:  # the pipeline records failures itself; this is a last resort
+            log.exception("job %s failed", job_id)
+            result = IngestResult(document_id(scope, source), source, IngestStatus.FAILED,
+                                  error=f"{type(e).__name__}: {e}", error_code="internal_error")
+        jobs.finish(job_id, result)
+
+    def _store_upload(self, filename: str, stream: BinaryIO, scope: str) -> Path:
+        name = check_upload_name(filename)
+        folder = self._files_dir / document_id(scope, f"upload:{filename}")
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-")
         with open(fd, "wb") as out:
             shutil.copyfileobj(stream, out, 1 << 20)
         target = folder / name
         Path(tmp).replace(target)
+        return target
+
+    def _ingest_stored(self, target: Path, scope: str, source: str,
+                       on_step: StepProgress | None) -> IngestResult:
         result = self._pipeline.ingest(target, scope, source=source, stored_path=target, on_step=on_step)
         if result.status == IngestStatus.INDEXED:
             self._pipeline.refresh_keywords()
         return result
+
+    def close(self) -> None:
+        """Finish background jobs and release workers."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
 
     def delete(self, doc_id: str) -> DocumentRecord:
         record = self._pipeline.delete(doc_id)

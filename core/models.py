@@ -151,6 +151,35 @@ class DocumentRecord:
     extra: dict = field(default_factory=dict)
 
 
+class JobStatus(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """Background work (ingesting an upload) whose progress a front door can show.
+
+    ``done``/``total`` count the current stage's units (seconds of audio while
+    transcribing); ``result`` is set when the job is done or failed.
+    """
+
+    job_id: str
+    kind: str
+    scope: str
+    source: str
+    doc_id: str | None
+    status: JobStatus
+    stage: str
+    done: float
+    total: float | None
+    result: IngestResult | None
+    created_at: datetime
+    updated_at: datetime
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """One chat turn: role is "system", "user" or "assistant"."""

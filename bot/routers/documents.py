@@ -1,25 +1,35 @@
-"""Document routes: upload (multipart), list, delete."""
+"""Document routes: upload (multipart, now or in the background), list, delete, transcript."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse
 
-from bot.schemas import DocumentOut, DocumentsOut, ErrorOut, IngestOut, IngestResultOut
+from bot.schemas import DocumentOut, DocumentsOut, ErrorOut, IngestOut, IngestResultOut, JobOut, JobsOut
 from core.models import DEFAULT_SCOPE
+from core.speech.export import render, to_dict
 
 router = APIRouter(tags=["documents"])
 
+_SUBTITLE_TYPES = {"vtt": "text/vtt; charset=utf-8", "srt": "application/x-subrip; charset=utf-8"}
 
-@router.post("/documents", response_model=IngestOut, responses={400: {"model": ErrorOut}})
+
+@router.post("/documents", response_model=IngestOut | JobsOut,
+             responses={202: {"model": JobsOut}, 400: {"model": ErrorOut}})
 def upload(
     request: Request,
     files: Annotated[list[UploadFile], File(description="One or more files")],
     scope: Annotated[str, Form(description="Access label, e.g. a Slack channel id")] = DEFAULT_SCOPE,
-) -> IngestOut:
+    background: Annotated[bool, Query(description="Answer 202 at once with jobs to follow at /v1/jobs/{id}; "
+                                      "for recordings, which take minutes to transcribe")] = False,
+):
     """Ingest uploaded files. Each file gets its own status; one bad file never fails the others."""
     engine = request.app.state.engine
+    if background:
+        jobs = [JobOut.of(engine.submit_upload(f.filename or "", f.file, scope)) for f in files]
+        return JSONResponse(JobsOut(jobs=jobs).model_dump(), status_code=202)
     results = []
     for f in files:
         r = engine.ingest_upload(f.filename or "", f.file, scope)
@@ -38,3 +48,15 @@ def list_documents(
 @router.delete("/documents/{doc_id}", response_model=DocumentOut, responses={404: {"model": ErrorOut}})
 def delete_document(doc_id: str, request: Request) -> DocumentOut:
     return DocumentOut.of(request.app.state.engine.delete(doc_id))
+
+
+@router.get("/documents/{doc_id}/transcript", responses={404: {"model": ErrorOut}})
+def transcript(
+    doc_id: str, request: Request,
+    format: Annotated[Literal["json", "vtt", "srt"], Query(description="json, vtt or srt")] = "json",
+):
+    """The transcript of an indexed recording: segments with times, speakers and words, or subtitles."""
+    t = request.app.state.engine.transcript(doc_id)
+    if format == "json":
+        return JSONResponse(to_dict(t))
+    return PlainTextResponse(render(t, format), media_type=_SUBTITLE_TYPES[format])

@@ -35,7 +35,8 @@ def test_upload_search_list_delete(client, samples):
     r = client.post("/v1/search", json={"query": "gross margin and operating expenses", "k": 2, "scopes": ["C123"]})
     assert r.status_code == 200
     hit = r.json()["hits"][0]
-    assert set(hit) == {"rank", "doc_id", "source", "text", "score", "page", "start", "end", "speaker", "scope"}
+    assert set(hit) == {"rank", "doc_id", "source", "text", "score", "page", "start", "end", "speaker", "scope",
+                        "location"}
     assert hit["source"] == "upload:report.pdf" and hit["page"] == 2 and hit["scope"] == "C123"
     assert "48.2 million" in hit["text"]
 

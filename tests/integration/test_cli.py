@@ -37,7 +37,8 @@ def test_ingest_search_docs_delete_round_trip(tmp_path, samples):
 
     hits = json.loads(_imp(data, "search", "parental leave", "-k", "2", "--scope", "C42", "--json").stdout)["hits"]
     assert len(hits) == 2 and Path(hits[0]["source"]).name == "handbook.md"
-    assert set(hits[0]) == {"rank", "doc_id", "source", "text", "score", "page", "start", "end", "speaker", "scope"}
+    assert set(hits[0]) == {"rank", "doc_id", "source", "text", "score", "page", "start", "end", "speaker", "scope",
+                            "location"}
     assert json.loads(_imp(data, "search", "parental leave", "--json").stdout) == {"hits": []}
 
     docs = json.loads(_imp(data, "docs", "--json").stdout)["documents"]

@@ -28,14 +28,16 @@ $(STAMP): pyproject.toml
 
 setup: system-deps $(STAMP)
 
-# Ingest the bundled sample corpus with the embedded defaults and answer a question.
+# Ingest the bundled sample corpus (documents and a recorded stand-up) with the embedded defaults and answer from both.
 run: setup
 	IMP_DATA_DIR=$(DEMO_DIR) $(IMP) ingest samples/
 	IMP_DATA_DIR=$(DEMO_DIR) $(IMP) ask "how much is the hotel allowance in Europe?"
+	IMP_DATA_DIR=$(DEMO_DIR) $(IMP) ask "what will the facilities team do about the charging stations?"
 	@echo
 	@echo "IMP is ready. Its data is in $(DEMO_DIR). Try:"
 	@echo "  IMP_DATA_DIR=$(DEMO_DIR) $(IMP) ask 'when is the rover firmware freeze?'"
 	@echo "  IMP_DATA_DIR=$(DEMO_DIR) $(IMP) search 'battery runtime' -k 3"
+	@echo "  $(IMP) transcribe samples/rotterdam-pilot-standup.m4a --vtt"
 	@echo "  IMP_DATA_DIR=$(DEMO_DIR) $(IMP) serve    # REST API on http://127.0.0.1:8000/docs"
 
 serve: setup

@@ -48,9 +48,24 @@ def engine(settings, embedder):
     return build_engine(settings, embedder=embedder)
 
 
+RECORDINGS = ("*.m4a", "*.mp3", "*.mp4", "*.wav")
+
+
 @pytest.fixture
 def samples(tmp_path) -> Path:
-    """A private copy of the sample corpus, safe to modify."""
+    """A private copy of the sample documents, safe to modify.
+
+    Without the sample recording: transcribing it would add seconds to every test that
+    ingests the corpus. ``sample_corpus`` has everything `make run` ingests.
+    """
     dest = tmp_path / "samples"
+    shutil.copytree(SAMPLES, dest, ignore=shutil.ignore_patterns(".*", *RECORDINGS))
+    return dest
+
+
+@pytest.fixture
+def sample_corpus(tmp_path) -> Path:
+    """The whole sample corpus as `make run` ingests it, the recorded stand-up included."""
+    dest = tmp_path / "corpus"
     shutil.copytree(SAMPLES, dest)
     return dest

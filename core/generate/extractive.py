@@ -40,7 +40,9 @@ class ExtractiveWriter:
                 for sentence in split_sentences(line):
                     if len(sentence.split()) >= MIN_WORDS:
                         candidates.append((n, sentence))
-        candidates = candidates[:MAX_CANDIDATES]
+        # A question someone asked in a meeting or an e-mail is not an answer to one.
+        statements = [c for c in candidates if not c[1].rstrip().endswith("?")]
+        candidates = (statements or candidates)[:MAX_CANDIDATES]
         if not candidates:
             return ""
         vecs = self._embedder.embed([question] + [s for _, s in candidates])

@@ -27,7 +27,7 @@ class _Piece:
 class Chunker:
     """Packs located segments into chunks of at most ``max_tokens`` tokens."""
 
-    def __init__(self, tokenizer: Any, max_tokens: int, overlap: float = 0.15, max_seconds: float = 60.0):
+    def __init__(self, tokenizer: Any, max_tokens: int, overlap: float = 0.15, max_seconds: float = 30.0):
         if max_tokens < 8:
             raise ValueError("max_tokens must be at least 8")
         self._tok = tokenizer

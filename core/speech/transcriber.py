@@ -84,15 +84,18 @@ _process_worker: PieceWorker | None = None
 
 
 def _init_process(config: SpeechConfig, diarize: bool) -> None:
+    """One thread per worker: the pool already fills the cores, and idle BLAS/OpenMP threads
+    spinning beside the other workers' cost a quarter of the throughput (bench/asr_speed.py)."""
     global _process_worker
-    try:
-        import torch
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = "1"  # read by libraries not yet loaded in this fresh process
+    import torch
+    from threadpoolctl import threadpool_limits
 
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    torch.set_num_threads(1)
     _process_worker = PieceWorker(config, diarize)
     _process_worker.warm_up()
+    threadpool_limits(1)  # and for those already loaded (numpy's BLAS)
 
 
 def _run_in_process(piece: Piece, speaker: str | None) -> PieceResult:

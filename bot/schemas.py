@@ -153,7 +153,8 @@ class JobOut(BaseModel):
     scope: str
     source: str
     doc_id: str | None = None
-    result: IngestResultOut | None = None
+    result: dict | None = Field(None, description="ingest: the document's ingest result; minutes: the minutes JSON")
+    error: str | None = None
     created_at: str
     updated_at: str
 
@@ -161,7 +162,7 @@ class JobOut(BaseModel):
     def of(cls, j: Job) -> JobOut:
         return cls(job_id=j.job_id, kind=j.kind, status=j.status.value, stage=j.stage, done=round(j.done, 2),
                    total=round(j.total, 2) if j.total is not None else None, scope=j.scope, source=j.source,
-                   doc_id=j.doc_id, result=IngestResultOut.of(j.result) if j.result else None,
+                   doc_id=j.doc_id, result=j.result, error=j.error,
                    created_at=j.created_at.isoformat() + "Z", updated_at=j.updated_at.isoformat() + "Z")
 
 

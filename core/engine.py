@@ -6,22 +6,27 @@ import logging
 import re
 import shutil
 import tempfile
-import threading
-from concurrent.futures import ThreadPoolExecutor
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from core.errors import BackendError, InvalidRequest, NotFound
 from core.generate.answering import Answerer, StreamEvent
+from core.generate.minutes.base import MinutesDrafter
+from core.generate.minutes.base import Progress as MinutesProgress
+from core.generate.minutes.inputs import load_meeting, meeting_from_transcript
+from core.generate.minutes.render import to_dict as minutes_dict
 from core.index.hybrid import HybridRetriever, Mode
 from core.ingest.chunking import document_id
 from core.ingest.pipeline import IngestPipeline, Progress, StepProgress, walk
 from core.models import (
-    DEFAULT_SCOPE, Answer, DocumentRecord, Hit, IngestResult, IngestStatus, Job, Message, Transcript,
+    DEFAULT_SCOPE, Answer, DocumentRecord, Hit, IngestResult, IngestStatus, Job, Meeting, Message, Minutes,
+    Transcript,
 )
 from core.speech.transcriber import Progress as TranscribeProgress
 from core.speech.transcriber import Transcriber
+from core.jobs import JobRunner, Outcome, Reporter
 from core.store.jobs import JobStore
 from core.store.registry import DocumentRegistry
 from core.store.transcripts import TranscriptStore
@@ -62,7 +67,7 @@ class Engine:
     def __init__(self, registry: DocumentRegistry, pipeline: IngestPipeline, retriever: HybridRetriever,
                  answerer: Answerer, *, files_dir: Path, default_k: int = 5,
                  transcriber: Transcriber | None = None, transcripts: TranscriptStore | None = None,
-                 jobs: JobStore | None = None):
+                 jobs: JobStore | None = None, minutes: MinutesDrafter | None = None):
         self.registry = registry
         self._pipeline = pipeline
         self._retriever = retriever
@@ -71,9 +76,8 @@ class Engine:
         self._default_k = default_k
         self._transcriber = transcriber
         self._transcripts = transcripts
-        self._jobs = jobs
-        self._executor: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
+        self._drafter = minutes
+        self._jobs = JobRunner(jobs, {"ingest": self._ingest_job, "minutes": self._minutes_job}) if jobs else None
 
     def warm_up(self) -> None:
         """Load models and indexes now rather than on the first request."""
@@ -113,48 +117,44 @@ class Engine:
         """Store an upload and ingest it in the background; follow it with ``job``.
 
         For recordings, which take minutes: the job reports the transcription's
-        progress in seconds of audio.
+        progress in seconds of audio. The job survives a restart of the service.
         """
-        if self._jobs is None:
-            raise BackendError("background jobs are not available in this engine")
         check_scope(scope)
         source = f"upload:{filename}"
         target = self._store_upload(filename, stream, scope)
-        job = self._jobs.create("ingest", scope, source, document_id(scope, source))
-        with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(1, thread_name_prefix="imp-jobs")
-            self._executor.submit(self._run_job, job.job_id, target, scope, source)
-        return job
-
-    def recover_jobs(self) -> int:
-        """At service start: fail the jobs a previous run of the service left unfinished."""
-        interrupted = self._jobs.interrupt_unfinished() if self._jobs is not None else 0
-        if interrupted:
-            log.warning("%d background job(s) were interrupted by a restart", interrupted)
-        return interrupted
+        return self._runner().submit("ingest", scope, source, doc_id=document_id(scope, source),
+                                     params={"path": str(target), "source": source})
 
     def job(self, job_id: str) -> Job:
         if self._jobs is None:
             raise NotFound(f"no job with id {job_id!r}")
-        return self._jobs.get(job_id)
+        return self._jobs.store.get(job_id)
 
-    def _run_job(self, job_id: str, target: Path, scope: str, source: str) -> None:
-        assert self._jobs is not None
-        jobs = self._jobs
-        jobs.progress(job_id, "ingesting")
-        try:
-            result = self._ingest_stored(target, scope, source,
-                                         lambda what, done, total: jobs.progress(job_id, what, done, total))
-        except Exception as e:  # the pipeline records failures itself; this is a last resort
-            log.exception("job %s failed", job_id)
-            result = IngestResult(document_id(scope, source), source, IngestStatus.FAILED,
-                                  error=f"{type(e).__name__}: {e}", error_code="internal_error")
-        jobs.finish(job_id, result)
+    def recover_jobs(self) -> int:
+        """At service start: resume the jobs a previous run of the service left unfinished."""
+        return self._jobs.resume() if self._jobs is not None else 0
 
-    def _store_upload(self, filename: str, stream: BinaryIO, scope: str) -> Path:
+    def _runner(self) -> JobRunner:
+        if self._jobs is None:
+            raise BackendError("background jobs are not available in this engine")
+        return self._jobs
+
+    def _ingest_job(self, job: Job, report: Reporter) -> Outcome:
+        path = Path(job.params["path"])
+        if not path.is_file():
+            return Outcome(None, f"the uploaded file is gone from {path.parent.name}; upload it again")
+        result = self._ingest_stored(path, job.scope, job.params["source"],
+                                     lambda what, done, total: report(what, done, total))
+        data = {"doc_id": result.doc_id, "source": result.source, "status": result.status.value,
+                "chunks": result.chunks, "error": result.error, "error_code": result.error_code}
+        return Outcome(data, result.error if result.status == IngestStatus.FAILED else None, result.doc_id)
+
+    def _store_upload(self, filename: str, stream: BinaryIO, scope: str, area: str | None = None) -> Path:
         name = check_upload_name(filename)
-        folder = self._files_dir / document_id(scope, f"upload:{filename}")
+        if area is None:
+            folder = self._files_dir / document_id(scope, f"upload:{filename}")
+        else:  # a file only read by a job (minutes of an upload): its own folder, never a document's
+            folder = self._files_dir / area / uuid.uuid4().hex
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-")
         with open(fd, "wb") as out:
@@ -172,10 +172,8 @@ class Engine:
 
     def close(self) -> None:
         """Finish background jobs and release workers."""
-        with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
+        if self._jobs is not None:
+            self._jobs.close()
 
     def delete(self, doc_id: str) -> DocumentRecord:
         record = self._pipeline.delete(doc_id)
@@ -198,6 +196,64 @@ class Engine:
         if self._transcripts is None:
             raise NotFound("transcripts are not kept by this engine")
         return self._transcripts.get(doc_id)
+
+    # -- minutes -----------------------------------------------------------------
+
+    def meeting(self, source: str | Path, scopes: list[str] | None = None) -> Meeting:
+        """The meeting to write minutes of: a file, or the id of an ingested recording or transcript.
+
+        With ``scopes``, a document outside them is reported as not found.
+        """
+        path = Path(source)
+        if path.is_file():
+            return load_meeting(path, transcribe=self._transcribe_dated)
+        record = self.registry.find(str(source))
+        if record is None or (scopes is not None and record.scope not in scopes):
+            raise NotFound(f"{source} is neither a file nor the id of a document you can see")
+        name = Path(record.source.removeprefix("upload:")).name
+        if record.kind in ("audio", "video"):
+            return meeting_from_transcript(self.transcript(record.doc_id), title=Path(name).stem, source=name)
+        stored = Path(record.extra.get("stored_path") or record.source)
+        if not stored.is_file():
+            raise NotFound(f"the file of document {record.doc_id} ({name}) is no longer available")
+        return load_meeting(stored, transcribe=self._transcribe_dated)
+
+    def minutes(self, source: str | Path, scopes: list[str] | None = None,
+                progress: MinutesProgress | None = None) -> Minutes:
+        """Minutes of a recording or transcript (a path or a document id), every item with evidence."""
+        if self._drafter is None:
+            raise BackendError("minutes are not configured in this engine")
+        return self._drafter.draft(self.meeting(source, scopes), progress)
+
+    def submit_minutes(self, *, filename: str | None = None, stream: BinaryIO | None = None,
+                       doc_id: str | None = None, scope: str = DEFAULT_SCOPE) -> Job:
+        """Write minutes in the background, of an uploaded file or an ingested document in ``scope``."""
+        check_scope(scope)
+        if (filename is None) == (doc_id is None):
+            raise InvalidRequest("give either a file or a doc_id")
+        if doc_id is not None:
+            self._check_in_scope(doc_id, scope)
+            return self._runner().submit("minutes", scope, doc_id, params={"doc_id": doc_id})
+        assert stream is not None
+        target = self._store_upload(filename or "", stream, scope, area="minutes")
+        return self._runner().submit("minutes", scope, f"upload:{filename}", params={"path": str(target)})
+
+    def _check_in_scope(self, doc_id: str, scope: str) -> None:
+        record = self.registry.find(doc_id)
+        if record is None or record.scope != scope:
+            raise NotFound(f"no document with id {doc_id!r} in scope {scope!r}")
+
+    def _minutes_job(self, job: Job, report: Reporter) -> Outcome:
+        source = job.params.get("path") or job.params["doc_id"]
+        scopes = None if "path" in job.params else [job.scope]
+        minutes = self.minutes(source, scopes, lambda done, total: report("writing minutes", done, total))
+        return Outcome(minutes_dict(minutes))
+
+    def _transcribe_dated(self, path: Path) -> tuple[Transcript, str | None]:
+        if self._transcriber is None:
+            raise BackendError("speech recognition is not configured")
+        info = self._transcriber.probe(path)
+        return self._transcriber.transcribe(path, info=info), info.created
 
     # -- reading ---------------------------------------------------------------
 

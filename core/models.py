@@ -64,6 +64,94 @@ class Transcript:
 
 
 @dataclass(frozen=True, slots=True)
+class Turn:
+    """One speaker turn of a meeting, numbered from 1 in order.
+
+    ``start``/``end`` are seconds when the meeting was recorded or its transcript
+    is timed (WebVTT, SRT, ``imp transcribe`` JSON); None for a plain text transcript.
+    """
+
+    index: int
+    speaker: str | None
+    text: str
+    start: float | None = None
+    end: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Meeting:
+    """A meeting transcript ready for minutes: its turns, and what is known about it."""
+
+    turns: list[Turn]
+    title: str | None = None
+    date: str | None = None  # ISO 8601 (YYYY-MM-DD) when known from metadata
+    source: str | None = None
+
+    @property
+    def timed(self) -> bool:
+        return bool(self.turns) and all(t.start is not None for t in self.turns)
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Words of the transcript that support a minutes item, copied verbatim from one turn.
+
+    ``start``/``end`` are seconds for a timed meeting, else the turn number (both the same).
+    """
+
+    quote: str
+    turn: int
+    start: float | None
+    end: float | None
+    speaker: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    title: str
+    start: float | None  # seconds, or the first turn number for an untimed meeting
+    end: float | None  # seconds, or the last turn number
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    text: str
+    evidence: tuple[Evidence, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ActionItem:
+    task: str
+    owner: str | None
+    due: str | None  # ISO 8601 date when a due date was stated and could be resolved
+    due_text: str | None  # the words that stated it ("by Friday")
+    evidence: tuple[Evidence, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OpenQuestion:
+    text: str
+    evidence: tuple[Evidence, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Minutes:
+    """Structured minutes. Every decision, action item and open question has evidence."""
+
+    title: str
+    date: str | None
+    attendees: list[str]
+    summary: str
+    topics: list[Topic]
+    decisions: list[Decision]
+    action_items: list[ActionItem]
+    open_questions: list[OpenQuestion]
+    timed: bool  # evidence and topics are in seconds (True) or turn numbers (False)
+    model: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class LoadedDocument:
     """What a loader produced from one file's bytes."""
 
@@ -160,10 +248,11 @@ class JobStatus(str, Enum):
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """Background work (ingesting an upload) whose progress a front door can show.
+    """Background work (ingesting an upload, writing minutes) whose progress a front door can show.
 
     ``done``/``total`` count the current stage's units (seconds of audio while
-    transcribing); ``result`` is set when the job is done or failed.
+    transcribing, windows while drafting minutes). ``result`` is the outcome as
+    the API shows it (an ingest result, or minutes), set when the job ends.
     """
 
     job_id: str
@@ -175,7 +264,9 @@ class Job:
     stage: str
     done: float
     total: float | None
-    result: IngestResult | None
+    result: dict | None
+    error: str | None
+    params: dict
     created_at: datetime
     updated_at: datetime
 

@@ -44,6 +44,7 @@ class MediaInfo:
     channels: int
     sample_rate: int
     has_video: bool
+    created: str | None = None  # the container's creation date (YYYY-MM-DD) when it records one
 
     @property
     def kind(self) -> str:
@@ -106,7 +107,7 @@ class Media:
             raise UnsupportedFormat(f"{path.name}: its audio codec (tag {tag}) is not one ffmpeg can decode")
         info = MediaInfo(duration=0.0, container=fmt.get("format_name") or "unknown", codec=codec,
                          channels=int(first.get("channels") or 1), sample_rate=int(first["sample_rate"]),
-                         has_video=bool(video))
+                         has_video=bool(video), created=_created(fmt, first))
         duration = _float(first.get("duration")) or _float(fmt.get("duration"))
         if duration is None:
             # Some containers (a WAV whose header was never finished) carry no length: measure it.
@@ -257,6 +258,17 @@ def _hours(seconds: float) -> str:
 def _samples(data: bytes, width: int) -> np.ndarray:
     pcm = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
     return pcm if width == 1 else pcm.reshape(-1, width)
+
+
+def _created(fmt: dict, stream: dict) -> str | None:
+    """The recording date from container tags (creation_time, date), as YYYY-MM-DD."""
+    for tags in (fmt.get("tags") or {}, stream.get("tags") or {}):
+        for key, value in tags.items():
+            if key.lower() in ("creation_time", "date", "date_recorded") and isinstance(value, str):
+                day = value.strip()[:10]
+                if len(day) == 10 and day[4] == "-" and day[7] == "-" and day[:4].isdigit() and day[:4] != "1970":
+                    return day
+    return None
 
 
 def _float(value) -> float | None:

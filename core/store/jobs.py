@@ -1,17 +1,23 @@
-"""Job records: background ingestion with its stage and progress, in the registry's database."""
+"""Job records: background work (ingesting an upload, writing minutes) with its stage, progress and outcome.
+
+A job keeps what it needs to run again (``params``), so a service that restarts
+can resume the jobs it had not finished instead of losing them.
+"""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from core.errors import NotFound
-from core.models import IngestResult, IngestStatus, Job, JobStatus
+from core.models import Job, JobStatus
 from core.store.registry import DocumentRegistry
 from core.store.schema import JobRow
+
+_UNFINISHED = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 
 
 def _now() -> datetime:
@@ -24,11 +30,12 @@ class JobStore:
     def __init__(self, registry: DocumentRegistry):
         self._registry = registry
 
-    def create(self, kind: str, scope: str, source: str, doc_id: str | None = None) -> Job:
+    def create(self, kind: str, scope: str, source: str, *, doc_id: str | None = None,
+               params: dict[str, Any] | None = None) -> Job:
         now = _now()
         row = JobRow(job_id=uuid.uuid4().hex, kind=kind, scope=scope, source=source, doc_id=doc_id,
                      status=JobStatus.QUEUED.value, stage="queued", done=0.0, total=None, result=None,
-                     created_at=now, updated_at=now)
+                     params=params or {}, error=None, created_at=now, updated_at=now)
         with self._registry.session() as s, s.begin():
             s.add(row)
             return _job(row)
@@ -38,12 +45,16 @@ class JobStore:
             s.execute(update(JobRow).where(JobRow.job_id == job_id).values(
                 status=JobStatus.RUNNING.value, stage=stage, done=done, total=total, updated_at=_now()))
 
-    def finish(self, job_id: str, result: IngestResult) -> None:
-        status = JobStatus.FAILED if result.status == IngestStatus.FAILED else JobStatus.DONE
-        data = {**asdict(result), "status": result.status.value}
+    def finish(self, job_id: str, *, result: dict[str, Any] | None, error: str | None = None,
+               doc_id: str | None = None) -> None:
+        """Record the outcome: done with ``result``, or failed with ``error`` (and any partial result)."""
+        status = JobStatus.FAILED if error else JobStatus.DONE
+        values: dict[str, Any] = {"status": status.value, "stage": status.value, "result": result,
+                                  "error": error, "updated_at": _now()}
+        if doc_id is not None:
+            values["doc_id"] = doc_id
         with self._registry.session() as s, s.begin():
-            s.execute(update(JobRow).where(JobRow.job_id == job_id).values(
-                status=status.value, stage=status.value, result=data, doc_id=result.doc_id, updated_at=_now()))
+            s.execute(update(JobRow).where(JobRow.job_id == job_id).values(**values))
 
     def get(self, job_id: str) -> Job:
         with self._registry.session() as s:
@@ -52,21 +63,21 @@ class JobStore:
                 raise NotFound(f"no job with id {job_id!r}")
             return _job(row)
 
-    def interrupt_unfinished(self) -> int:
-        """Fail the jobs a previous process left queued or running (it stopped before finishing them)."""
+    def unfinished(self) -> list[Job]:
+        """Jobs left queued or running, oldest first: what a restarted service has to pick up."""
+        with self._registry.session() as s:
+            rows = s.scalars(select(JobRow).where(JobRow.status.in_(_UNFINISHED)).order_by(JobRow.created_at))
+            return [_job(r) for r in rows]
+
+    def requeue(self, job_id: str) -> None:
         with self._registry.session() as s, s.begin():
-            done = s.execute(update(JobRow).where(JobRow.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
-                             .values(status=JobStatus.FAILED.value, stage="interrupted: the service restarted; "
-                                     "upload the file again", updated_at=_now()))
-            return int(done.rowcount or 0)
+            s.execute(update(JobRow).where(JobRow.job_id == job_id).values(
+                status=JobStatus.QUEUED.value, stage="queued again after a restart", done=0.0, total=None,
+                updated_at=_now()))
 
 
 def _job(row: JobRow) -> Job:
-    result = None
-    if row.result:
-        r = dict(row.result)
-        result = IngestResult(doc_id=r["doc_id"], source=r["source"], status=IngestStatus(r["status"]),
-                              chunks=r.get("chunks", 0), error=r.get("error"), error_code=r.get("error_code"))
     return Job(job_id=row.job_id, kind=row.kind, scope=row.scope, source=row.source, doc_id=row.doc_id,
-               status=JobStatus(row.status), stage=row.stage, done=row.done, total=row.total, result=result,
+               status=JobStatus(row.status), stage=row.stage, done=row.done, total=row.total,
+               result=dict(row.result) if row.result else None, error=row.error, params=dict(row.params or {}),
                created_at=row.created_at, updated_at=row.updated_at)

@@ -111,5 +111,8 @@ class JobRow(Base):
     done: Mapped[float] = mapped_column(Float, default=0.0)
     total: Mapped[float | None] = mapped_column(Float, nullable=True)
     result: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # What the job needs to run again after a restart (stored file, scope, format).
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)

@@ -1,0 +1,96 @@
+"""Background jobs: one worker thread runs them in order and records progress and outcome.
+
+Each kind of job has a handler that gets the job (with the ``params`` it was
+submitted with) and a reporter for progress. Because jobs and their params are
+stored, ``resume`` picks up what a stopped service had not finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from core.errors import ImpError
+from core.models import Job
+from core.store.jobs import JobStore
+
+log = logging.getLogger(__name__)
+
+Reporter = Callable[[str, float, "float | None"], None]  # (stage, done, total)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a handler returns: the result as the API shows it, or an error (with any partial result)."""
+
+    result: dict[str, Any] | None
+    error: str | None = None
+    doc_id: str | None = None
+
+
+Handler = Callable[[Job, Reporter], Outcome]
+
+
+class JobRunner:
+    """Runs submitted jobs in a background thread, one at a time, in submission order."""
+
+    def __init__(self, store: JobStore, handlers: dict[str, Handler]):
+        self.store = store
+        self._handlers = handlers
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, kind: str, scope: str, source: str, *, params: dict[str, Any],
+               doc_id: str | None = None) -> Job:
+        if kind not in self._handlers:
+            raise ValueError(f"no handler for jobs of kind {kind!r}")
+        job = self.store.create(kind, scope, source, doc_id=doc_id, params=params)
+        self._enqueue(job.job_id)
+        return job
+
+    def resume(self) -> int:
+        """Queue again the jobs a previous run left unfinished; returns how many."""
+        jobs = self.store.unfinished()
+        for job in jobs:
+            if job.kind in self._handlers:
+                self.store.requeue(job.job_id)
+                self._enqueue(job.job_id)
+            else:
+                self.store.finish(job.job_id, result=None, error=f"interrupted, and jobs of kind {job.kind!r} "
+                                  "cannot be resumed by this version")
+        if jobs:
+            log.warning("resuming %d unfinished job(s) after a restart", len(jobs))
+        return len(jobs)
+
+    def _enqueue(self, job_id: str) -> None:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="imp-jobs")
+            self._executor.submit(self._run, job_id)
+
+    def _run(self, job_id: str) -> None:
+        job = self.store.get(job_id)
+        self.store.progress(job_id, "started")
+
+        def report(stage: str, done: float, total: float | None) -> None:
+            self.store.progress(job_id, stage, done, total)
+
+        try:
+            outcome = self._handlers[job.kind](job, report)
+        except ImpError as e:
+            outcome = Outcome(None, e.detail)
+        except Exception as e:  # a job must end recorded, whatever went wrong
+            log.exception("job %s (%s) failed", job_id, job.kind)
+            outcome = Outcome(None, f"internal error: {type(e).__name__}: {e}")
+        self.store.finish(job_id, result=outcome.result, error=outcome.error, doc_id=outcome.doc_id)
+
+    def close(self) -> None:
+        """Finish the queued jobs and stop the worker."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)

@@ -1,0 +1,199 @@
+"""Extractive minutes with the bundled embedder: hand-made meetings, and real ones from ../shared when present."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from core.generate.minutes.base import check_evidence
+from core.generate.minutes.extractive import ExtractiveMinutes
+from core.generate.validation import content_words, split_sentences
+from core.models import Meeting, Minutes, Turn
+
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+ELITR = SHARED_DATA / "minutes" / "elitr_minutes_dev.jsonl"
+QMSUM = SHARED_DATA / "qmsum" / "val.jsonl"
+
+LINES = [
+    ("Anna", "Okay, let's get started. Today we need to talk about the battery cells for the pilot and then "
+             "the marketing launch."),
+    ("Ben", "Um, so the supplier sent the test results for the new lithium iron phosphate cells last week."),
+    ("Chloe", "How did the new cells do in the cold chamber tests?"),
+    ("Ben", "They kept ninety percent of their capacity at minus ten degrees, which is much better than the old "
+            "cells."),
+    ("Anna", "And what about the charging time with the new cells?"),
+    ("Ben", "Charging takes about forty minutes to eighty percent, a bit slower than the old cells, but within "
+            "the pilot requirements."),
+    ("Chloe", "The cost per cell is also twelve percent lower, according to the supplier quote."),
+    ("Anna", "Then we will go with the new cells for the pilot."),
+    ("Ben", "I will send the updated battery specification to the supplier by Friday."),
+    ("Anna", "Chloe, can you check whether the charger firmware supports the new cell chemistry?"),
+    ("Chloe", "Sure, I can do that."),
+    ("Ben", "Do we know if the supplier can deliver five hundred cells before April?"),
+    ("Anna", "Hmm."),
+    ("Chloe", "Okay."),
+    ("Anna", "Let's move on to the marketing launch."),
+    ("Chloe", "The launch campaign needs a landing page, a short product video and a press release."),
+    ("Ben", "Should we postpone the press release until the pilot results are in?"),
+    ("Anna", "Agreed, that makes sense."),
+    ("Chloe", "The video agency asked for the final script and the product photos for the launch video."),
+    ("Anna", "Chloe will draft the video script by next Wednesday."),
+    ("Chloe", "Fine. The landing page designer also needs the brand colours and the logo files."),
+    ("Anna", "We still need to figure out the budget for paid social media ads."),
+    ("Ben", "What is the budget for the trade fair booth in June?"),
+    ("Anna", "The trade fair budget is fifteen thousand euros, the same as last year."),
+    ("Ben", "Anna, please sign the agency contract by the end of the month."),
+    ("Anna", "Okay, thanks everyone."),
+]
+
+
+def hand_meeting(*, timed: bool = False, date: str | None = "2026-03-02", title: str | None = None) -> Meeting:
+    turns = [Turn(i, who, text, start=10.0 * i if timed else None, end=10.0 * i + 8 if timed else None)
+             for i, (who, text) in enumerate(LINES, 1)]
+    return Meeting(turns=turns, title=title, date=date)
+
+
+@pytest.fixture(scope="module")
+def drafter(embedder) -> ExtractiveMinutes:
+    return ExtractiveMinutes(embedder)
+
+
+def assert_sound(meeting: Meeting, minutes: Minutes) -> None:
+    """Evidence verbatim, a summary made of the transcript's words, topics covering the meeting in order."""
+    assert check_evidence(meeting, minutes) == []
+    said = content_words(" ".join(t.text for t in meeting.turns))
+    for sentence in split_sentences(minutes.summary):
+        assert content_words(sentence) <= said, sentence
+    first, last = meeting.turns[0], meeting.turns[-1]
+    if meeting.timed:
+        assert minutes.topics[0].start == first.start and minutes.topics[-1].end == last.end
+    else:
+        assert (minutes.topics[0].start, minutes.topics[-1].end) == (first.index, last.index)
+        for a, b in zip(minutes.topics, minutes.topics[1:]):
+            assert b.start == a.end + 1
+    assert all(a.start <= a.end < b.start <= b.end for a, b in zip(minutes.topics, minutes.topics[1:]))
+
+
+def test_minutes_of_a_planning_meeting(drafter):
+    meeting = hand_meeting()
+    calls: list[tuple[float, float]] = []
+    minutes = drafter.draft(meeting, progress=lambda done, total: calls.append((done, total)))
+    assert_sound(meeting, minutes)
+    assert minutes.attendees == ["Anna", "Ben", "Chloe"]
+    assert minutes.title.startswith("Meeting: ") and "cells" in minutes.title
+    assert minutes.date == "2026-03-02" and not minutes.timed
+    assert minutes.model.startswith("extractive-minutes:")
+    assert calls and calls[-1][0] == calls[-1][1] and [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+    assert minutes.summary and "?" not in minutes.summary
+    assert 1 <= len(split_sentences(minutes.summary)) <= 6
+    assert "Hmm" not in minutes.summary and not minutes.summary.startswith("Okay")
+
+    decisions = [d.text for d in minutes.decisions]
+    assert decisions == ["We will go with the new cells for the pilot.",
+                         "Postpone the press release until the pilot results are in"]
+    assert minutes.decisions[0].evidence[0].speaker == "Anna"
+
+    actions = {(a.owner, a.task): (a.due_text, a.due) for a in minutes.action_items}
+    assert actions == {
+        ("Ben", "Send the updated battery specification to the supplier"): ("by Friday", "2026-03-06"),
+        ("Chloe", "Check whether the charger firmware supports the new cell chemistry"): (None, None),
+        ("Chloe", "Draft the video script"): ("by next Wednesday", "2026-03-11"),
+        ("Anna", "Sign the agency contract"): ("by the end of the month", "2026-03-31"),
+    }
+    accepted = next(a for a in minutes.action_items if a.task.startswith("Check"))
+    assert [e.turn for e in accepted.evidence] == [10, 11]
+
+    questions = [q.text for q in minutes.open_questions]
+    assert questions == ["Do we know if the supplier can deliver five hundred cells before April?",
+                         "We still need to figure out the budget for paid social media ads."]
+
+    assert len(minutes.topics) >= 2
+    assert any(w in minutes.topics[0].title for w in ("cells", "battery"))
+    assert any(w in minutes.topics[-1].title for w in ("budget", "launch", "press", "video", "landing", "agency"))
+    assert "extractive" in minutes.notes[0].lower() and "no LLM" in minutes.notes[0]
+
+
+def test_timed_meeting_has_minutes_in_seconds(drafter):
+    meeting = hand_meeting(timed=True, title="Pilot sync")
+    minutes = drafter.draft(meeting)
+    assert_sound(meeting, minutes)
+    assert minutes.timed and minutes.title == "Pilot sync"
+    assert (minutes.topics[0].start, minutes.topics[-1].end) == (10.0, 268.0)
+    ev = minutes.action_items[0].evidence[0]
+    assert (ev.turn, ev.start, ev.end) == (9, 90.0, 98.0)
+
+
+def test_without_a_meeting_date_relative_deadlines_stay_words(drafter):
+    minutes = drafter.draft(hand_meeting(date=None))
+    ben = next(a for a in minutes.action_items if a.owner == "Ben")
+    assert (ben.due_text, ben.due) == ("by Friday", None)
+    assert minutes.date is None
+
+
+def test_repeated_items_are_listed_once(drafter):
+    lines = LINES[:9] + [("Anna", "So to repeat: we will go with the new cells for the pilot.")] + LINES[9:]
+    meeting = Meeting(turns=[Turn(i, who, text) for i, (who, text) in enumerate(lines, 1)])
+    minutes = drafter.draft(meeting)
+    assert [d.text for d in minutes.decisions].count("We will go with the new cells for the pilot.") == 1
+    assert check_evidence(meeting, minutes) == []
+
+
+def test_small_and_empty_meetings(drafter):
+    empty = drafter.draft(Meeting(turns=[], title="Stand-up"))
+    assert (empty.title, empty.summary, empty.topics, empty.action_items) == ("Stand-up", "", [], [])
+    tiny = Meeting(turns=[Turn(1, None, "Okay."), Turn(2, None, "I will email the minutes to everyone tomorrow.")])
+    minutes = drafter.draft(tiny)
+    assert minutes.attendees == [] and len(minutes.topics) == 1
+    [item] = minutes.action_items
+    assert (item.owner, item.task, item.due_text) == (None, "Email the minutes to everyone", "tomorrow")
+    assert_sound(tiny, minutes)
+
+
+# ---------------------------------------------------------------- real meetings (../shared/data)
+
+def elitr_meeting(row: dict) -> Meeting:
+    """ELITR: "(PERSON6) text" lines; a line without the prefix continues the previous speaker's turn."""
+    turns: list[list] = []
+    for line in row["transcript_text"].splitlines():
+        line = line.strip()
+        if line.startswith("(") and ")" in line:
+            speaker, text = line[1:].split(")", 1)
+            turns.append([speaker.strip(), text.strip()])
+        elif line and turns:
+            turns[-1][1] += " " + line
+        elif line:
+            turns.append([None, line])
+    return Meeting(turns=[Turn(i, s, t) for i, (s, t) in enumerate(turns, 1) if t], source=row["meeting_id"])
+
+
+def qmsum_meeting(row: dict) -> Meeting:
+    turns = [t for t in row["meeting_transcripts"] if t["content"].strip()]
+    return Meeting(turns=[Turn(i, t["speaker"], t["content"]) for i, t in enumerate(turns, 1)],
+                   source=row["meeting_id"])
+
+
+def longest(path: Path, parse) -> Meeting:
+    if not path.exists():
+        pytest.skip(f"{path} is not here")
+    meetings = [parse(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    return max(meetings, key=lambda m: sum(len(t.text.split()) for t in m.turns))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("path", "parse"), [(ELITR, elitr_meeting), (QMSUM, qmsum_meeting)], ids=["elitr", "qmsum"])
+def test_minutes_of_the_longest_real_meeting(drafter, path, parse):
+    meeting = longest(path, parse)
+    words = sum(len(t.text.split()) for t in meeting.turns)
+    began = time.perf_counter()
+    minutes = drafter.draft(meeting)
+    took = time.perf_counter() - began
+    print(f"\n{meeting.source}: {len(meeting.turns)} turns, {words} words, drafted in {took:.1f} s")
+    assert_sound(meeting, minutes)
+    assert minutes.summary and len(minutes.summary.split()) < 0.15 * words
+    assert 2 <= len(minutes.topics) <= 8
+    assert len(minutes.open_questions) <= 8
+    assert minutes.attendees and minutes.title.startswith("Meeting: ")

@@ -38,6 +38,7 @@ run: setup
 	@echo "  IMP_DATA_DIR=$(DEMO_DIR) $(IMP) ask 'when is the rover firmware freeze?'"
 	@echo "  IMP_DATA_DIR=$(DEMO_DIR) $(IMP) search 'battery runtime' -k 3"
 	@echo "  $(IMP) transcribe samples/rotterdam-pilot-standup.m4a --vtt"
+	@echo "  $(IMP) minutes samples/rotterdam-pilot-standup.m4a --markdown"
 	@echo "  IMP_DATA_DIR=$(DEMO_DIR) $(IMP) serve    # REST API on http://127.0.0.1:8000/docs"
 
 serve: setup
@@ -56,6 +57,11 @@ bench: setup
 	$(PY) bench/answers.py --dataset qmsum
 	$(PY) bench/answers.py --dataset financebench --max-pages 75
 	$(PY) bench/answers.py --calibrate --max-pages 75
+	$(PY) bench/asr_wer.py
+	$(PY) bench/asr_speed.py --minutes 30
+	$(PY) bench/asr_speed.py --memory-check --minutes 30
+	$(PY) bench/diarization.py
+	$(PY) bench/minutes.py
 
 # The small English Vosk model (Apache-2.0, about 40 MB) for IMP_SPEECH__BACKEND=vosk.
 # Needs internet; no registry ships it. An air-gapped site copies models/ over instead.

@@ -7,6 +7,7 @@ can decide.
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -125,3 +126,11 @@ def test_an_empty_file_is_named_in_the_reason(tmp_path):
     with pytest.raises(EmptyDocument) as err:
         detect_kind(_write(tmp_path, "call.mp3", b""))
     assert "call.mp3" in err.value.detail
+
+
+def test_a_pipe_is_refused_without_being_opened(tmp_path):
+    # Opening a FIFO with no writer blocks forever; a folder being ingested may hold one.
+    fifo = tmp_path / "stream.wav"
+    os.mkfifo(fifo)
+    with pytest.raises(UnsupportedFormat, match="not a regular file"):
+        detect_kind(fifo)

@@ -11,16 +11,14 @@ is explicit, or a weekday and the meeting's date is known.
 from __future__ import annotations
 
 import json
-import logging
 import re
-from datetime import date, timedelta
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator
 
+from core.generate.minutes.dates import find_due
 from core.models import Message, Turn
 
-log = logging.getLogger(__name__)
 
 SYSTEM = (
     "You write meeting minutes from a part of a meeting transcript. Each transcript line is "
@@ -171,83 +169,13 @@ def clean_summary(reply: str) -> str:
 
 # -- due dates, as the model quoted them -----------------------------------------------------------
 
-_MONTHS = {m: i for i, name in enumerate(("january february march april may june july august september "
-                                          "october november december").split(), 1)
-           for m in (name, name[:3], "sept" if i == 9 else name)}
-_DAYS = {name: i for i, name in enumerate("monday tuesday wednesday thursday friday saturday sunday".split())}
-_ISO = re.compile(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b")
-_MONTH_DAY = re.compile(r"\b([a-z]{3,9})\.?\s+(\d{1,2})(?:st|nd|rd|th)?\b(?:,?\s+(\d{4})\b)?")
-_DAY_MONTH = re.compile(r"\b(\d{1,2})(?:st|nd|rd|th)?\s+(?:of\s+)?([a-z]{3,9})\b\.?(?:,?\s+(\d{4})\b)?")
-
 
 def resolve_due(due_text: str | None, meeting_date: str | None) -> str | None:
-    """An ISO date for an explicit date in ``due_text``; weekdays, "today" and "tomorrow" only
-    when the meeting's date is known. Anything vaguer stays None."""
+    """The ISO date of the model's ``due_text``, read by the same rules as extractive minutes.
+
+    A model often writes the date alone ("Friday", "March 6, 2026"), where speech says "by …".
+    """
     if not due_text:
         return None
-    text = due_text.casefold()
-    base = _date(meeting_date)
-    if m := _ISO.search(text):
-        return _iso(int(m.group(1)), int(m.group(2)), int(m.group(3)))
-    for m in _MONTH_DAY.finditer(text):
-        if m.group(1) in _MONTHS:
-            return _in_year(base, m.group(3), _MONTHS[m.group(1)], int(m.group(2)))
-    for m in _DAY_MONTH.finditer(text):
-        if m.group(2) in _MONTHS:
-            return _in_year(base, m.group(3), _MONTHS[m.group(2)], int(m.group(1)))
-    if re.search(r"\b(19|20)\d\d\b", text) and (found := _dateparser(due_text)):
-        return found
-    if base is None:
-        return None
-    words = set(re.findall(r"\w+", text))
-    if "today" in words or "tonight" in words:
-        return base.isoformat()
-    if "tomorrow" in words:
-        return (base + timedelta(days=1)).isoformat()
-    for name, day in _DAYS.items():
-        if name in words:
-            if "next" in words and "week" in words:  # "Friday next week": that weekday in the following week
-                return (base + timedelta(days=7 - base.weekday() + day)).isoformat()
-            return (base + timedelta(days=(day - base.weekday()) % 7)).isoformat()
-    return None
-
-
-def _date(iso: str | None) -> date | None:
-    try:
-        return date.fromisoformat(iso[:10]) if iso else None
-    except ValueError:
-        return None
-
-
-def _iso(year: int, month: int, day: int) -> str | None:
-    try:
-        return date(year, month, day).isoformat()
-    except ValueError:
-        return None
-
-
-def _in_year(base: date | None, year: str | None, month: int, day: int) -> str | None:
-    if year:
-        return _iso(int(year), month, day)
-    if base is None:  # "March 6" without a year and no meeting date: not resolvable
-        return None
-    found = _iso(base.year, month, day)
-    if found is None or found >= base.isoformat():
-        return found
-    # Well past in the meeting's year: the next year's ("January 10" said in December); a few weeks
-    # past is more likely a missed deadline than a year ahead, so it stays unresolved.
-    return _iso(base.year + 1, month, day) if (base - date.fromisoformat(found)).days > 60 else None
-
-
-def _dateparser(text: str) -> str | None:
-    """Other absolute forms ("06.03.2026"), when dateparser is installed; it is optional."""
-    try:
-        from dateparser.search import search_dates
-    except ImportError:
-        return None
-    try:
-        found = search_dates(text, settings={"REQUIRE_PARTS": ["day", "month", "year"]})
-    except Exception:  # dateparser's own parsing errors; an unresolved date stays None
-        log.debug("dateparser could not read %r", text, exc_info=True)
-        return None
-    return found[0][1].date().isoformat() if found else None
+    found = find_due(due_text, meeting_date) or find_due(f"by {due_text}", meeting_date)
+    return found[1] if found else None

@@ -122,16 +122,17 @@ def detect_kind(path: Path) -> str:
 
 
 def _read_head(path: Path) -> bytes:
-    # A FIFO or device would block open() or read forever; only regular files are documents.
-    if path.exists() and not path.is_dir() and not stat.S_ISREG(path.stat().st_mode):
-        raise UnsupportedFormat(f"{path.name} is not a regular file (a pipe, socket or device)")
     try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise UnsupportedFormat(f"{path.name} is a directory, not a file")
+        # A FIFO or device would block open() or read forever; only regular files are documents.
+        if not stat.S_ISREG(mode):
+            raise UnsupportedFormat(f"{path.name} is not a regular file (a pipe, socket or device)")
         with path.open("rb") as f:
             head = f.read(HEAD_BYTES)
     except FileNotFoundError as e:
         raise NotFound(f"no such file: {path}") from e
-    except IsADirectoryError as e:
-        raise UnsupportedFormat(f"{path.name} is a directory, not a file") from e
     if not head:
         raise EmptyDocument(f"{path.name} is empty (0 bytes)")
     return head

@@ -45,9 +45,10 @@ from core.ingest.pipeline import IngestPipeline  # noqa: E402
 from core.speech.base import SpeechConfig  # noqa: E402
 from core.speech.export import render  # noqa: E402
 from core.speech.transcriber import Transcriber  # noqa: E402
+from core.store.feedback import FeedbackStore  # noqa: E402
 from core.store.jobs import JobStore  # noqa: E402
 from core.store.transcripts import TranscriptStore  # noqa: E402
-from bot.schemas import AnswerOut, DocumentOut, HitOut, IngestResultOut  # noqa: E402
+from bot.schemas import AnswerOut, DocumentOut, FeedbackOut, HitOut, IngestResultOut  # noqa: E402
 from core.models import DEFAULT_SCOPE, IngestResult, IngestStatus  # noqa: E402
 from core.store.answers import AnswerLog  # noqa: E402
 from core.store.registry import DocumentRegistry  # noqa: E402
@@ -93,7 +94,8 @@ def build_engine(settings: Settings, *, embedder: Embedder | None = None) -> Eng
     )
     return Engine(registry, pipeline, retriever, answerer, files_dir=data / "files",
                   default_k=settings.search.default_k, transcriber=transcriber, transcripts=transcripts,
-                  jobs=JobStore(registry), minutes=build_minutes(embedder, generator))
+                  jobs=JobStore(registry), minutes=build_minutes(embedder, generator),
+                  feedback=FeedbackStore(registry))
 
 
 def build_minutes(embedder: Embedder, generator: Generator | None) -> MinutesDrafter:
@@ -106,6 +108,33 @@ def build_minutes(embedder: Embedder, generator: Generator | None) -> MinutesDra
     from core.generate.minutes.llm import LLMMinutes
 
     return LLMMinutes(generator, extractive)
+
+
+def build_slack(settings: Settings, engine: Engine, *, socket_mode: bool = False):
+    """The Slack front door for this engine, or None when no Slack app is configured.
+
+    HTTP mode needs the bot token and the signing secret; Socket Mode the bot token
+    and the app-level token. A half configuration is refused rather than ignored.
+    """
+    from bot.slack.app import SlackOptions, create_slack_bot
+    from core.store.chat import ChatState
+
+    sl = settings.slack
+    needed = {"IMP_SLACK__BOT_TOKEN": sl.bot_token}
+    needed["IMP_SLACK__APP_TOKEN" if socket_mode else "IMP_SLACK__SIGNING_SECRET"] = (
+        sl.app_token if socket_mode else sl.signing_secret)
+    missing = [name for name, value in needed.items() if value is None]
+    if len(missing) == len(needed) and not socket_mode:
+        return None
+    if missing:
+        raise ImpError(f"Slack is half configured: set {' and '.join(missing)}")
+    options = SlackOptions(
+        bot_token=sl.bot_token.get_secret_value(),
+        signing_secret=sl.signing_secret.get_secret_value() if sl.signing_secret else None,
+        api_url=sl.api_url, company_scopes=list(sl.company_scopes),
+        max_file_bytes=int(min(sl.max_file_mb, max(settings.speech.max_file_mb, settings.ingest.max_file_mb)) * 2**20),
+        poll_s=sl.poll_s)
+    return create_slack_bot(engine, ChatState(engine.registry), options)
 
 
 def build_transcriber(settings: Settings) -> Transcriber:
@@ -384,8 +413,62 @@ def serve(
         err.print(f"[red]refusing[/red] to listen on {host} without IMP_API__TOKEN; set a token or use 127.0.0.1")
         raise typer.Exit(2)
     engine = _engine()
-    app = create_app(engine, api_token=settings.api.token)
+    try:
+        slack = build_slack(settings, engine)
+    except ImpError as e:
+        _fail(e)
+    app = create_app(engine, api_token=settings.api.token, slack=slack)
     uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())
+
+
+@cli.command("slack")
+def slack_socket_mode() -> None:
+    """Run the Slack bot over Socket Mode: no public URL needed (IMP_SLACK__BOT_TOKEN and IMP_SLACK__APP_TOKEN)."""
+    import signal
+
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    from bot.slack.app import web_client
+
+    settings = Settings()
+    engine = _engine()
+    try:
+        bot = build_slack(settings, engine, socket_mode=True)
+    except ImpError as e:
+        _fail(e)
+    assert bot is not None and settings.slack.app_token is not None
+    app_token = settings.slack.app_token.get_secret_value()
+    handler = SocketModeHandler(bot.app, app_token, web_client=web_client(app_token, settings.slack.api_url))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # finish open work on a plain `kill` too
+    engine.recover_jobs()
+    bot.start()
+    err.print("IMP is connected to Slack (Socket Mode). Ctrl-C stops it.")
+    try:
+        handler.start()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        handler.close()
+        bot.close()
+        engine.close()
+
+
+@cli.command()
+def feedback(
+    answer_id: Annotated[str | None, typer.Option(help="Only the ratings of this answer")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """List the 👍/👎 ratings people gave answers (retracted ones left out)."""
+    rows = [FeedbackOut.of(f).model_dump() for f in _engine().feedback(answer_id)]
+    if as_json:
+        typer.echo(json.dumps({"feedback": rows}))
+        return
+    table = Table("created_at", "rating", "answer_id", "user", "channel")
+    for r in rows:
+        table.add_row(r["created_at"], "👍" if r["rating"] > 0 else "👎", r["answer_id"], r["user"], r["channel"])
+    out.print(table)
+    up = sum(r["rating"] > 0 for r in rows)
+    out.print(f"{up} 👍, {len(rows) - up} 👎")
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -18,7 +18,9 @@ from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bot.metrics import Metrics
-from bot.routers import ask, documents, health, jobs, minutes, search
+from bot.slack.app import SlackBot
+from bot.slack.http import slack_router
+from bot.routers import ask, documents, feedback, health, jobs, minutes, search
 from core.engine import Engine
 from core.errors import (
     BackendError,
@@ -71,11 +73,17 @@ def _route_template(request: Request) -> str:
     return path
 
 
-def create_app(engine: Engine, *, api_token: SecretStr | None = None) -> FastAPI:
+def create_app(engine: Engine, *, api_token: SecretStr | None = None, slack: SlackBot | None = None) -> FastAPI:
+    """The REST API; with ``slack``, also Slack's event, command and interaction endpoints."""
+
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         engine.recover_jobs()
+        if slack is not None:
+            slack.start()
         yield
+        if slack is not None:
+            slack.close()
         engine.close()
 
     app = FastAPI(title="IMP", version="0.1.0", lifespan=lifespan,
@@ -90,7 +98,10 @@ def create_app(engine: Engine, *, api_token: SecretStr | None = None) -> FastAPI
     app.include_router(ask.router, prefix="/v1", dependencies=auth)
     app.include_router(jobs.router, prefix="/v1", dependencies=auth)
     app.include_router(minutes.router, prefix="/v1", dependencies=auth)
+    app.include_router(feedback.router, prefix="/v1", dependencies=auth)
     app.include_router(health.router)
+    if slack is not None:
+        app.include_router(slack_router(slack.app))  # Slack signs its requests; no bearer token
 
     @app.middleware("http")
     async def _count(request: Request, call_next):

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from core.generate.prompts import locator
-from core.models import DEFAULT_SCOPE, Answer, Chunk, DocumentRecord, Hit, IngestResult, Job, Message
+from core.models import DEFAULT_SCOPE, Answer, Chunk, DocumentRecord, Feedback, Hit, IngestResult, Job, Message
 
 
 def _located(c: Chunk) -> dict:
@@ -168,3 +168,20 @@ class JobOut(BaseModel):
 
 class JobsOut(BaseModel):
     jobs: list[JobOut]
+
+
+class FeedbackOut(BaseModel):
+    answer_id: str
+    user: str
+    channel: str
+    rating: int = Field(description="1 for 👍, -1 for 👎")
+    created_at: str
+
+    @classmethod
+    def of(cls, f: Feedback) -> FeedbackOut:
+        return cls(answer_id=f.answer_id, user=f.user, channel=f.channel, rating=f.rating,
+                   created_at=f.created_at.isoformat() + "Z")
+
+
+class FeedbackListOut(BaseModel):
+    feedback: list[FeedbackOut]

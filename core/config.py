@@ -109,6 +109,39 @@ class ApiSettings(BaseModel):
         return v
 
 
+_PLACEHOLDERS = {"changeme", "change-me", "secret", "token", "xxx", "xoxb-your-token", "xapp-your-token"}
+
+
+class SlackSettings(BaseModel):
+    """The Slack app (see slack/manifest.yml). HTTP mode needs the bot token and signing secret;
+    Socket Mode (`imp slack`) needs the bot token and the app-level token."""
+
+    bot_token: SecretStr | None = None  # xoxb-…
+    signing_secret: SecretStr | None = None
+    app_token: SecretStr | None = None  # xapp-…, Socket Mode only
+    api_url: str = "https://slack.com/api/"  # the Web API base URL
+    # Scopes every channel and DM may answer from besides their own (documents ingested by an admin).
+    company_scopes: list[str] = ["default"]
+    # Largest file a channel may hand IMP to index or write minutes of.
+    max_file_mb: float = Field(default=1024.0, gt=0)
+    # How often the follow-up worker looks at running jobs (progress messages, results).
+    poll_s: float = Field(default=2.0, gt=0, le=60)
+
+    @field_validator("bot_token", "signing_secret", "app_token")
+    @classmethod
+    def _refuse_placeholder(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or not v.get_secret_value():
+            return None
+        if v.get_secret_value().lower() in _PLACEHOLDERS:
+            raise ValueError("a Slack secret is a placeholder; paste the real one from the app's settings page")
+        return v
+
+    @field_validator("api_url")
+    @classmethod
+    def _slash(cls, v: str) -> str:
+        return v if v.endswith("/") else v + "/"
+
+
 def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("imp", appauthor=False))
 
@@ -128,6 +161,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     llm: LLMSettings = LLMSettings()
     answer: AnswerSettings = AnswerSettings()
+    slack: SlackSettings = SlackSettings()
     log_level: str = "WARNING"
 
     @property

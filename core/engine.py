@@ -21,12 +21,13 @@ from core.index.hybrid import HybridRetriever, Mode
 from core.ingest.chunking import document_id
 from core.ingest.pipeline import IngestPipeline, Progress, StepProgress, walk
 from core.models import (
-    DEFAULT_SCOPE, Answer, DocumentRecord, Hit, IngestResult, IngestStatus, Job, Meeting, Message, Minutes,
+    DEFAULT_SCOPE, Answer, DocumentRecord, Feedback, Hit, IngestResult, IngestStatus, Job, Meeting, Message, Minutes,
     Transcript,
 )
 from core.speech.transcriber import Progress as TranscribeProgress
 from core.speech.transcriber import Transcriber
 from core.jobs import JobRunner, Outcome, Reporter
+from core.store.feedback import FeedbackStore
 from core.store.jobs import JobStore
 from core.store.registry import DocumentRegistry
 from core.store.transcripts import TranscriptStore
@@ -67,7 +68,8 @@ class Engine:
     def __init__(self, registry: DocumentRegistry, pipeline: IngestPipeline, retriever: HybridRetriever,
                  answerer: Answerer, *, files_dir: Path, default_k: int = 5,
                  transcriber: Transcriber | None = None, transcripts: TranscriptStore | None = None,
-                 jobs: JobStore | None = None, minutes: MinutesDrafter | None = None):
+                 jobs: JobStore | None = None, minutes: MinutesDrafter | None = None,
+                 feedback: FeedbackStore | None = None):
         self.registry = registry
         self._pipeline = pipeline
         self._retriever = retriever
@@ -77,6 +79,7 @@ class Engine:
         self._transcriber = transcriber
         self._transcripts = transcripts
         self._drafter = minutes
+        self._feedback = feedback
         self._jobs = JobRunner(jobs, {"ingest": self._ingest_job, "minutes": self._minutes_job}) if jobs else None
 
     def warm_up(self) -> None:
@@ -98,30 +101,31 @@ class Engine:
         return list(walk(Path(p) for p in paths))
 
     def ingest_upload(self, filename: str, stream: BinaryIO, scope: str = DEFAULT_SCOPE,
-                      on_step: StepProgress | None = None) -> IngestResult:
+                      on_step: StepProgress | None = None, *, source: str | None = None) -> IngestResult:
         """Keep an uploaded file under the data folder and ingest it.
 
-        The same name uploaded again into the same scope is a new version of the
-        same document.
+        The same name (or ``source``, such as a chat file's id) uploaded again into
+        the same scope is a new version of the same document.
         """
         check_scope(scope)
-        source = f"upload:{filename}"
+        source = source or f"upload:{filename}"
         try:
-            target = self._store_upload(filename, stream, scope)
+            target = self._store_upload(filename, stream, scope, source=source)
         except InvalidRequest as e:
             return IngestResult(document_id(scope, source), filename, IngestStatus.FAILED,
                                 error=e.detail, error_code=e.code)
         return self._ingest_stored(target, scope, source, on_step)
 
-    def submit_upload(self, filename: str, stream: BinaryIO, scope: str = DEFAULT_SCOPE) -> Job:
+    def submit_upload(self, filename: str, stream: BinaryIO, scope: str = DEFAULT_SCOPE, *,
+                      source: str | None = None) -> Job:
         """Store an upload and ingest it in the background; follow it with ``job``.
 
         For recordings, which take minutes: the job reports the transcription's
         progress in seconds of audio. The job survives a restart of the service.
         """
         check_scope(scope)
-        source = f"upload:{filename}"
-        target = self._store_upload(filename, stream, scope)
+        source = source or f"upload:{filename}"
+        target = self._store_upload(filename, stream, scope, source=source)
         return self._runner().submit("ingest", scope, source, doc_id=document_id(scope, source),
                                      params={"path": str(target), "source": source})
 
@@ -149,10 +153,11 @@ class Engine:
                 "chunks": result.chunks, "error": result.error, "error_code": result.error_code}
         return Outcome(data, result.error if result.status == IngestStatus.FAILED else None, result.doc_id)
 
-    def _store_upload(self, filename: str, stream: BinaryIO, scope: str, area: str | None = None) -> Path:
+    def _store_upload(self, filename: str, stream: BinaryIO, scope: str, area: str | None = None, *,
+                      source: str | None = None) -> Path:
         name = check_upload_name(filename)
         if area is None:
-            folder = self._files_dir / document_id(scope, f"upload:{filename}")
+            folder = self._files_dir / document_id(scope, source or f"upload:{filename}")
         else:  # a file only read by a job (minutes of an upload): its own folder, never a document's
             folder = self._files_dir / area / uuid.uuid4().hex
         folder.mkdir(parents=True, exist_ok=True)
@@ -174,6 +179,12 @@ class Engine:
         """Finish background jobs and release workers."""
         if self._jobs is not None:
             self._jobs.close()
+
+    def documents_from(self, source_prefix: str) -> list[DocumentRecord]:
+        """Documents whose source starts with ``source_prefix`` (a chat file's id), in any scope."""
+        if not source_prefix:
+            raise InvalidRequest("an empty source prefix would match every document")
+        return self.registry.with_source_prefix(source_prefix)
 
     def delete(self, doc_id: str) -> DocumentRecord:
         record = self._pipeline.delete(doc_id)
@@ -199,14 +210,17 @@ class Engine:
 
     # -- minutes -----------------------------------------------------------------
 
-    def meeting(self, source: str | Path, scopes: list[str] | None = None) -> Meeting:
+    def meeting(self, source: str | Path, scopes: list[str] | None = None,
+                progress: TranscribeProgress | None = None) -> Meeting:
         """The meeting to write minutes of: a file, or the id of an ingested recording or transcript.
 
-        With ``scopes``, a document outside them is reported as not found.
+        With ``scopes``, a document outside them is reported as not found. ``progress``
+        follows the transcription of a recording that has none stored yet.
         """
         path = Path(source)
+        transcribe = lambda p: self._transcribe_dated(p, progress)  # noqa: E731
         if path.is_file():
-            return load_meeting(path, transcribe=self._transcribe_dated)
+            return load_meeting(path, transcribe=transcribe)
         record = self.registry.find(str(source))
         if record is None or (scopes is not None and record.scope not in scopes):
             raise NotFound(f"{source} is neither a file nor the id of a document you can see")
@@ -216,14 +230,15 @@ class Engine:
         stored = Path(record.extra.get("stored_path") or record.source)
         if not stored.is_file():
             raise NotFound(f"the file of document {record.doc_id} ({name}) is no longer available")
-        return load_meeting(stored, transcribe=self._transcribe_dated)
+        return load_meeting(stored, transcribe=transcribe)
 
     def minutes(self, source: str | Path, scopes: list[str] | None = None,
-                progress: MinutesProgress | None = None) -> Minutes:
+                progress: MinutesProgress | None = None,
+                transcribing: TranscribeProgress | None = None) -> Minutes:
         """Minutes of a recording or transcript (a path or a document id), every item with evidence."""
         if self._drafter is None:
             raise BackendError("minutes are not configured in this engine")
-        return self._drafter.draft(self.meeting(source, scopes), progress)
+        return self._drafter.draft(self.meeting(source, scopes, transcribing), progress)
 
     def submit_minutes(self, *, filename: str | None = None, stream: BinaryIO | None = None,
                        doc_id: str | None = None, scope: str = DEFAULT_SCOPE) -> Job:
@@ -246,14 +261,16 @@ class Engine:
     def _minutes_job(self, job: Job, report: Reporter) -> Outcome:
         source = job.params.get("path") or job.params["doc_id"]
         scopes = None if "path" in job.params else [job.scope]
-        minutes = self.minutes(source, scopes, lambda done, total: report("writing minutes", done, total))
+        minutes = self.minutes(source, scopes, lambda done, total: report("writing minutes", done, total),
+                               lambda done, total: report("transcribing", done, total))
         return Outcome(minutes_dict(minutes))
 
-    def _transcribe_dated(self, path: Path) -> tuple[Transcript, str | None]:
+    def _transcribe_dated(self, path: Path, progress: TranscribeProgress | None = None
+                          ) -> tuple[Transcript, str | None]:
         if self._transcriber is None:
             raise BackendError("speech recognition is not configured")
         info = self._transcriber.probe(path)
-        return self._transcriber.transcribe(path, info=info), info.created
+        return self._transcriber.transcribe(path, progress, info=info), info.created
 
     # -- reading ---------------------------------------------------------------
 
@@ -272,6 +289,24 @@ class Engine:
 
     def answer(self, answer_id: str) -> Answer:
         return self._answerer.answers.get(answer_id)
+
+    # -- feedback ----------------------------------------------------------------
+
+    def record_feedback(self, feedback: Feedback) -> bool:
+        """Store a 👍 (1) or 👎 (-1) on an answer; False when that person's same rating is already there."""
+        if self._feedback is None:
+            raise BackendError("feedback is not kept by this engine")
+        self.answer(feedback.answer_id)  # NotFound for an answer IMP never gave
+        return self._feedback.record(feedback)
+
+    def retract_feedback(self, answer_id: str, user: str, rating: int, source: str = "slack") -> bool:
+        if self._feedback is None:
+            raise BackendError("feedback is not kept by this engine")
+        return self._feedback.retract(answer_id, user, rating, source)
+
+    def feedback(self, answer_id: str | None = None) -> list[Feedback]:
+        """Ratings in force, oldest first (retracted ones left out)."""
+        return self._feedback.list(answer_id) if self._feedback is not None else []
 
     @property
     def model_id(self) -> str:

@@ -301,3 +301,15 @@ class Answer:
     timings_ms: dict[str, float]
     created_at: datetime
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """A person's rating of an answer: 1 (👍) or -1 (👎), given in a channel."""
+
+    answer_id: str
+    user: str
+    channel: str
+    rating: int
+    created_at: datetime
+    source: str = "slack"

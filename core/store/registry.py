@@ -105,6 +105,13 @@ class DocumentRegistry:
                 q = q.where(DocumentRow.scope.in_(list(scopes)))
             return [_record(r) for r in s.scalars(q)]
 
+    def with_source_prefix(self, prefix: str) -> list[DocumentRecord]:
+        """Documents whose source starts with ``prefix`` (in any scope)."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        with self._session() as s:
+            q = select(DocumentRow).where(DocumentRow.source.like(escaped + "%", escape="\\"))
+            return [_record(r) for r in s.scalars(q)]
+
     def generation(self) -> int:
         """A counter that changes whenever the set of visible chunks changes."""
         with self._session() as s:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -114,5 +114,66 @@ class JobRow(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     # What the job needs to run again after a restart (stored file, scope, format).
     params: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class FeedbackRow(Base):
+    """A rating of an answer. A retracted rating keeps its row, with the time it was taken back."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (Index("ix_feedback_active", "answer_id", "user", "rating", "source"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    answer_id: Mapped[str] = mapped_column(String(64), index=True)
+    user: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(64))
+    rating: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(32), default="slack")
+    created_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    retracted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class ChatEventRow(Base):
+    """Events a chat front door has already handled, so a platform's retries are not handled twice."""
+
+    __tablename__ = "chat_events"
+
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class ChatPostRow(Base):
+    """A chat message that carries an answer, so a reaction to the message finds the answer."""
+
+    __tablename__ = "chat_posts"
+
+    channel: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ts: Mapped[str] = mapped_column(String(64), primary_key=True)
+    answer_id: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ChatTaskRow(Base):
+    """Long chat work (ingest a shared file, write minutes) from the request to the posted result.
+
+    Stored so a restarted service finishes it: ``state`` is new (file not yet
+    fetched), submitted (an engine job runs), done or failed.
+    """
+
+    __tablename__ = "chat_tasks"
+
+    task_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[str] = mapped_column(String(64))
+    user: Mapped[str] = mapped_column(String(64))
+    thread_ts: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status_ts: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    file_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    file_name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)

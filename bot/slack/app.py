@@ -1,0 +1,100 @@
+"""The Slack front door: a slack-bolt App built by a factory from an Engine and chat state.
+
+Everything it uses is handed in (engine, state, Web API client, options), so tests
+drive the real App against a fake Slack on 127.0.0.1. Listeners ack at once and
+do their work in bolt's lazy listeners, after the ack; long work (indexing a
+shared recording, writing minutes) goes to the follow-up worker, which survives
+restarts. The same App serves HTTP (bot.slack.http) and Socket Mode (`imp slack`).
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from slack_bolt import App, BoltResponse
+from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
+
+from bot.slack import commands, feedback, files, questions
+from bot.slack.deps import SlackDeps
+from bot.slack.followups import FollowUps
+from bot.slack.scopes import ScopeResolver
+from core.engine import Engine
+from core.store.chat import ChatState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SlackOptions:
+    bot_token: str
+    signing_secret: str | None = None  # HTTP mode; Socket Mode needs none
+    api_url: str = "https://slack.com/api/"
+    company_scopes: list[str] = field(default_factory=lambda: ["default"])
+    max_file_bytes: int = 1 << 30
+    poll_s: float = 2.0
+    rate_limit_retries: int = 3
+
+
+def web_client(token: str, api_url: str, retries: int = 3) -> WebClient:
+    """A Web API client that waits out 429s (Retry-After) and retries dropped connections."""
+    return WebClient(token=token, base_url=api_url, timeout=30, retry_handlers=[
+        RateLimitErrorRetryHandler(max_retry_count=retries), ConnectionErrorRetryHandler(max_retry_count=2)])
+
+
+class SlackBot:
+    """The bolt App with IMP's listeners, and the worker that finishes long tasks."""
+
+    def __init__(self, app: App, deps: SlackDeps, executor: ThreadPoolExecutor):
+        self.app = app
+        self.deps = deps
+        self._executor = executor
+
+    @property
+    def client(self) -> WebClient:
+        return self.deps.client
+
+    def start(self) -> None:
+        """Begin the follow-up worker (resuming tasks a previous run left open)."""
+        self.deps.followups.start()
+
+    def close(self) -> None:
+        self.deps.followups.stop()
+        self._executor.shutdown(wait=True)
+
+
+def create_slack_bot(engine: Engine, state: ChatState, options: SlackOptions, *,
+                     client: WebClient | None = None) -> SlackBot:
+    client = client or web_client(options.bot_token, options.api_url, options.rate_limit_retries)
+    executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="imp-slack")
+    app = App(
+        client=client,
+        signing_secret=options.signing_secret or "",
+        # Cheap to build: the bot's identity is fetched (auth.test) on the first event, not here.
+        token_verification_enabled=False,
+        listener_executor=executor,
+        raise_error_for_unhandled_request=False,
+    )
+    resolver = ScopeResolver(client, options.company_scopes)
+    deps = SlackDeps(engine=engine, state=state, client=client, scopes=resolver,
+                     max_file_bytes=options.max_file_bytes)
+    deps.followups = FollowUps(deps, poll_s=options.poll_s)
+
+    @app.middleware
+    def once_per_event(body: dict, next) -> BoltResponse | None:  # noqa: A002 - bolt's argument name
+        """Slack retries an event it thinks was lost (X-Slack-Retry-Num); handle each event_id once."""
+        event_id = body.get("event_id")
+        if event_id and not state.first_delivery(str(event_id)):
+            log.info("ignoring a repeated delivery of event %s", event_id)
+            return BoltResponse(status=200, body="")
+        return next()
+
+    questions.register(app, deps)
+    commands.register(app, deps)
+    files.register(app, deps)
+    feedback.register(app, deps)
+    # Other message events (edits, joins, bots' posts) need an ack and nothing else.
+    app.event("message")(lambda ack: ack())
+    return SlackBot(app, deps, executor)

@@ -1,0 +1,179 @@
+"""Block Kit for IMP's Slack messages: answers with numbered sources, minutes, job status.
+
+Slack's limits shape everything here: a section's text holds at most 3,000
+characters, a message at most 50 blocks, and a message's ``text`` (the
+notification and fallback) should stay under 4,000. Long content is split at
+paragraph, line, sentence or word boundaries, never inside a word.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from core.generate.minutes.render import where
+from core.generate.prompts import clock, locator
+from core.models import Answer, DocumentRecord, Evidence, Minutes
+
+SECTION_LIMIT = 3000
+MESSAGE_BLOCKS = 50
+TEXT_LIMIT = 3900
+SHARE_ACTION = "imp_share_answer"
+FEEDBACK_HINT = "Was this helpful? React with :+1: or :-1: so IMP learns."
+
+Block = dict[str, Any]
+
+
+def escape(text: str) -> str:
+    """Slack's three control characters, so document text never forms links or mentions."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def split_text(text: str, limit: int = SECTION_LIMIT) -> list[str]:
+    """Pieces of at most ``limit`` characters, cut at the best boundary available."""
+    pieces: list[str] = []
+    rest = text.strip()
+    while len(rest) > limit:
+        window = rest[:limit]
+        cut = max(window.rfind("\n\n"), window.rfind("\n"))
+        if cut < limit // 2:
+            sentence = max((m.end() for m in re.finditer(r"[.!?…]\s", window)), default=-1)
+            cut = sentence if sentence >= limit // 2 else window.rfind(" ")
+        if cut <= 0:
+            cut = limit  # one unbroken word longer than the limit
+        pieces.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    if rest:
+        pieces.append(rest)
+    return pieces
+
+
+def sections(text: str) -> list[Block]:
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": part}} for part in split_text(text)]
+
+
+def context(text: str) -> Block:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:SECTION_LIMIT]}]}
+
+
+def _markdown_to_mrkdwn(text: str) -> str:
+    text = escape(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"*\1*", text)  # **bold** -> *bold*
+    return re.sub(r"^#{1,6}\s*(.+)$", r"*\1*", text, flags=re.M)
+
+
+def source_line(n: int, answer: Answer) -> str:
+    chunk = next(c.chunk for c in answer.citations if c.n == n)
+    quote = " ".join(chunk.text.split())
+    quote = quote if len(quote) <= 140 else quote[:139].rsplit(" ", 1)[0] + "…"
+    return f"*[{n}]* {escape(locator(chunk))} — _“{escape(quote)}”_"
+
+
+def answer_blocks(answer: Answer, *, share: bool = False, shared_by: str | None = None) -> list[Block]:
+    """The answer, its numbered sources, and the invitation to rate it."""
+    blocks = sections(_markdown_to_mrkdwn(answer.text) or "_(no answer)_")
+    if answer.citations:
+        lines = [source_line(c.n, answer) for c in answer.citations]
+        blocks.append(context("*Sources*"))
+        blocks += sections("\n".join(lines))
+    footer = FEEDBACK_HINT
+    if shared_by:
+        footer = f"Shared by <@{shared_by}> · asked: “{escape(answer.question[:200])}” · {FEEDBACK_HINT}"
+    blocks.append(context(footer))
+    if share:
+        blocks.append({"type": "actions", "elements": [{
+            "type": "button", "action_id": SHARE_ACTION, "value": answer.answer_id,
+            "text": {"type": "plain_text", "text": "Share in channel"}}]})
+    return blocks
+
+
+def answer_text(answer: Answer) -> str:
+    """The plain fallback: notifications, screen readers, and the thread history IMP reads back."""
+    return split_text(answer.text or "(no answer)", TEXT_LIMIT)[0]
+
+
+def batches(blocks: list[Block], limit: int = MESSAGE_BLOCKS) -> list[list[Block]]:
+    """Blocks split over as many messages as Slack's per-message limit needs."""
+    return [blocks[i:i + limit] for i in range(0, len(blocks), limit)] or [[]]
+
+
+# -- minutes ---------------------------------------------------------------------------
+
+
+def _moment(evidence: tuple[Evidence, ...], timed: bool) -> str:
+    if not evidence:
+        return ""
+    e = evidence[0]
+    at = where(e, timed)
+    who = f"{e.speaker}, " if e.speaker else ""
+    return f" _({escape(who)}{at})_" if at else ""
+
+
+def minutes_blocks(minutes: Minutes, *, source: str, owners: dict[str, str] | None = None,
+                   requested_by: str | None = None) -> list[Block]:
+    """Summary, decisions, action items and open questions; owners as mentions where known."""
+    owners = owners or {}
+    facts = [f"*{escape(source)}*"]
+    if minutes.date:
+        facts.append(minutes.date)
+    if minutes.attendees:
+        facts.append("attendees: " + escape(", ".join(minutes.attendees)))
+    if requested_by:
+        facts.append(f"requested by <@{requested_by}>")
+    blocks: list[Block] = [
+        {"type": "header", "text": {"type": "plain_text", "text": f"Minutes: {minutes.title}"[:150]}},
+        context(" · ".join(facts)),
+    ]
+    blocks += sections("*Summary*\n" + (escape(minutes.summary) or "_No summary._"))
+
+    def listing(title: str, lines: list[str], empty: str) -> None:
+        blocks.extend(sections(f"*{title}*\n" + ("\n".join(lines) if lines else f"_{empty}_")))
+
+    listing("Decisions", [f"• {escape(d.text)}{_moment(d.evidence, minutes.timed)}" for d in minutes.decisions],
+            "No decisions were recorded.")
+    actions = []
+    for a in minutes.action_items:
+        owner = f"<@{owners[a.owner]}>" if a.owner and a.owner in owners else escape(a.owner or "unassigned")
+        due = f" — due {a.due}" if a.due else (f" — {escape(a.due_text)}" if a.due_text else "")
+        actions.append(f"• {owner}: {escape(a.task)}{due}{_moment(a.evidence, minutes.timed)}")
+    listing("Action items", actions, "No action items.")
+    if minutes.open_questions:
+        listing("Open questions", [f"• {escape(q.text)}{_moment(q.evidence, minutes.timed)}"
+                                   for q in minutes.open_questions], "")
+    blocks.append(context("Every item cites the moment that supports it; the full minutes with quotes are "
+                          "in the Markdown file in the thread."))
+    if len(blocks) > MESSAGE_BLOCKS:
+        blocks = blocks[:MESSAGE_BLOCKS - 1] + [context("… more in the Markdown file in the thread.")]
+    return blocks
+
+
+def minutes_text(minutes: Minutes, source: str) -> str:
+    return split_text(f"Minutes of {source}: {minutes.summary}", TEXT_LIMIT)[0]
+
+
+# -- ingestion and progress ------------------------------------------------------------
+
+
+def indexed_text(record: DocumentRecord, name: str) -> str:
+    """What was indexed, as a person would say it: pages or duration, and passages."""
+    parts = []
+    if record.duration:
+        parts.append(f"{clock(record.duration)} of {'video' if record.kind == 'video' else 'audio'}")
+    elif record.pages:
+        parts.append(f"{record.pages} page{'s' if record.pages != 1 else ''}")
+    parts.append(f"{record.chunks} passage{'s' if record.chunks != 1 else ''}")
+    return (f":white_check_mark: Indexed *{escape(name)}* ({', '.join(parts)}). "
+            "Members of this channel can now ask me about it.")
+
+
+def progress_text(verb: str, name: str, stage: str, done: float, total: float | None) -> str:
+    line = f":hourglass_flowing_sand: {verb} *{escape(name)}*"
+    if stage and stage not in ("queued", "started"):
+        line += f" — {escape(stage)}"
+    if total:
+        pct = max(0, min(100, round(100 * done / total)))
+        line += f" ({pct}%"
+        line += f", {clock(done)} of {clock(total)})" if total > 60 else ")"
+    elif stage == "queued":
+        line += " — waiting for earlier work to finish"
+    return line

@@ -1,0 +1,102 @@
+"""Slash commands: `/ask QUESTION` (a private answer with a button to share it) and `/minutes`.
+
+Each command is acknowledged at once; the work happens in lazy listeners. `/minutes`
+only finds the recording and hands the rest (download, transcription, drafting,
+posting) to the follow-up worker, which survives a restart of the service.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+
+from bot.slack.blocks import SHARE_ACTION, answer_blocks, answer_text, escape, progress_text
+from bot.slack.deps import SlackDeps, post_answer, reason
+from bot.slack.files import FileRefusal, find_recording, shared_file
+from bot.slack.scopes import is_dm
+
+log = logging.getLogger(__name__)
+
+ASK_USAGE = "Usage: `/ask QUESTION`, for example `/ask what is the hotel allowance in Europe?`"
+MINUTES_USAGE = ("Usage: `/minutes` (the latest recording shared in this channel), `/minutes last`, or "
+                 "`/minutes FILE-LINK` (a recording or transcript shared in this channel).")
+
+
+def register(app: App, deps: SlackDeps) -> None:
+    def ack_ask(ack: Ack, command: dict) -> None:
+        if not (command.get("text") or "").strip():
+            ack(text=ASK_USAGE)
+        else:
+            ack()
+
+    def run_ask(command: dict, respond: Respond) -> None:
+        question = (command.get("text") or "").strip()
+        if not question:
+            return
+        try:
+            scopes = deps.scopes.for_message(command["channel_id"], command["user_id"])
+            answer = deps.engine.ask(question, scopes)
+        except Exception as e:
+            respond(response_type="ephemeral", text=f":warning: I could not answer that: {escape(reason(e))}")
+            return
+        respond(response_type="ephemeral", text=answer_text(answer), blocks=answer_blocks(answer, share=True))
+
+    def run_share(body: dict, action: dict, respond: Respond) -> None:
+        """Post a privately given answer in the channel, if everything it cites may be seen there."""
+        user, channel = body["user"]["id"], (body.get("channel") or {}).get("id")
+        try:
+            answer = deps.engine.answer(action["value"])
+            allowed = set(deps.scopes.for_message(channel, user))
+            if not channel or not set(answer.scopes) <= allowed:
+                respond(response_type="ephemeral", replace_original=False,
+                        text=":no_entry: That answer draws on sources this channel cannot see, so it stays private.")
+                return
+            post_answer(deps, channel, None, answer, shared_by=user)
+        except Exception as e:
+            respond(response_type="ephemeral", replace_original=False,
+                    text=f":warning: I could not share it: {escape(reason(e))}")
+            return
+        respond(delete_original=True)
+
+    def ack_minutes(ack: Ack, command: dict) -> None:
+        arg = (command.get("text") or "").strip()
+        if arg.lower() in ("help", "-h", "--help"):
+            ack(text=MINUTES_USAGE)
+        else:
+            ack(text=":hourglass_flowing_sand: Looking for the recording…")
+
+    def run_minutes(command: dict, respond: Respond) -> None:
+        arg = (command.get("text") or "").strip()
+        if arg.lower() in ("help", "-h", "--help"):
+            return
+        channel, user = command["channel_id"], command["user_id"]
+        if is_dm(channel):
+            respond(response_type="ephemeral", text="Use `/minutes` in the channel where the recording was shared.")
+            return
+        try:
+            file = shared_file(deps, arg, channel) if arg and arg.lower() != "last" else find_recording(deps, channel)
+            existing = [d for d in deps.engine.documents_from(f"slack:{file['id']}/")
+                        if d.scope == channel and d.kind in ("audio", "video") and d.version]
+            status = deps.client.chat_postMessage(
+                channel=channel, text=progress_text("Writing minutes of", file["name"], "queued", 0, None)
+                + f" (asked by <@{user}>)")
+        except FileRefusal as e:
+            respond(response_type="ephemeral", text=f":information_source: {escape(e.detail)}\n{MINUTES_USAGE}")
+            return
+        except Exception as e:
+            respond(response_type="ephemeral", text=f":warning: I could not start the minutes: {escape(reason(e))}")
+            return
+        data: dict[str, Any] = {"requested_by": user}
+        if existing:  # already transcribed when it was shared: reuse the stored transcript
+            data["doc_id"] = existing[0].doc_id
+        deps.state.add_task("minutes", channel, user, status_ts=status["ts"], file_id=file["id"],
+                            file_name=file["name"], data=data)
+        deps.followups.wake()
+        respond(response_type="ephemeral", delete_original=False,
+                text=f"Writing minutes of *{escape(file['name'])}*; I will post them in this channel.")
+
+    app.command("/ask")(ack=ack_ask, lazy=[run_ask])
+    app.action(SHARE_ACTION)(ack=lambda ack: ack(), lazy=[run_share])
+    app.command("/minutes")(ack=ack_minutes, lazy=[run_minutes])

@@ -1,0 +1,97 @@
+"""What every Slack listener is given, and the replies they share (answers, errors)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.slack.blocks import answer_blocks, answer_text, batches, escape
+from bot.slack.scopes import ScopeResolver
+from core.engine import Engine
+from core.errors import ImpError
+from core.models import Answer
+from core.store.chat import ChatState
+
+if TYPE_CHECKING:
+    from bot.slack.followups import FollowUps
+
+log = logging.getLogger(__name__)
+
+_MENTION = re.compile(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>")
+
+
+@dataclass
+class SlackDeps:
+    engine: Engine
+    state: ChatState
+    client: WebClient
+    scopes: ScopeResolver
+    max_file_bytes: int
+    followups: FollowUps = field(init=False)
+
+
+def strip_mentions(text: str) -> str:
+    return " ".join(_MENTION.sub(" ", text or "").split())
+
+
+def reason(e: Exception) -> str:
+    """A short reason a person can act on; internals stay in the log under a reference."""
+    if isinstance(e, ImpError):
+        return e.detail
+    if isinstance(e, SlackApiError):
+        error = e.response.get("error") if e.response is not None else None
+        if error in ("not_in_channel", "channel_not_found"):
+            return "I am not a member of this channel; invite me with /invite @IMP and try again."
+        if error == "missing_scope":
+            return "the Slack app lacks a permission it needs; an admin should reinstall it from the manifest."
+    ref = uuid.uuid4().hex[:8]
+    log.error("Slack request failed (ref %s)", ref, exc_info=e)
+    return f"something went wrong on my side (ref {ref}); please try again."
+
+
+def post_answer(deps: SlackDeps, channel: str, thread_ts: str | None, answer: Answer, *,
+                shared_by: str | None = None) -> list[str]:
+    """Post an answer (over several messages if Slack's limits need it) and remember where it went."""
+    posted = []
+    for blocks in batches(answer_blocks(answer, shared_by=shared_by)):
+        resp = deps.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=answer_text(answer),
+                                            blocks=blocks, unfurl_links=False, unfurl_media=False)
+        ts = resp["ts"]
+        deps.state.link_answer(resp.get("channel") or channel, ts, answer.answer_id)
+        posted.append(ts)
+    return posted
+
+
+def post_error(client: WebClient, channel: str, thread_ts: str | None, what: str, e: Exception,
+               user: str | None = None) -> None:
+    """Never silent: the failure becomes a short reply where the request was made."""
+    text = f":warning: {what}: {escape(reason(e))}"
+    try:
+        if user:
+            client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts)
+        else:
+            client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text)
+    except SlackApiError:
+        log.exception("could not tell the user in %s that %s", channel, what)
+
+
+def react(client: WebClient, channel: str, ts: str, name: str, *, add: bool = True) -> None:
+    """Show (or clear) progress on a message; a missing permission must not stop the real work."""
+    try:
+        if add:
+            client.reactions_add(channel=channel, timestamp=ts, name=name)
+        else:
+            client.reactions_remove(channel=channel, timestamp=ts, name=name)
+    except SlackApiError as e:
+        log.info("reaction %s on %s/%s: %s", name, channel, ts, e.response.get("error"))
+
+
+def bot_identity(context: Any) -> tuple[str | None, str | None]:
+    """IMP's own user and bot ids, from bolt's authorization of the request."""
+    return context.get("bot_user_id"), context.get("bot_id")

@@ -48,6 +48,8 @@ def reason(e: Exception) -> str:
         error = e.response.get("error") if e.response is not None else None
         if error in ("not_in_channel", "channel_not_found"):
             return "I am not a member of this channel; invite me with /invite @IMP and try again."
+        if error == "ratelimited":
+            return "Slack is rate-limiting me right now; please try again in a minute."
         if error == "missing_scope":
             return "the Slack app lacks a permission it needs; an admin should reinstall it from the manifest."
     ref = uuid.uuid4().hex[:8]

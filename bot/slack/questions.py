@@ -1,18 +1,22 @@
 """Questions: @mentions in channels, messages in DMs and assistant threads.
 
 The ack goes back at once; the answer is worked out in a lazy listener: an
-hourglass reaction shows IMP is on it, the thread's earlier messages make a
-follow-up understandable, and the answer (or the reason there is none) is posted
-in the thread with its numbered sources.
+hourglass reaction shows IMP is on it, the thread's earlier messages (in a DM
+without threads, its last few minutes) make a follow-up understandable, and the
+answer (or the reason there is none) is posted in the thread with its numbered
+sources. Slack's markup (links, channel names, &amp;) is read as the person typed it.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from collections import deque
 from typing import Any
 
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
 from bot.slack.deps import SlackDeps, bot_identity, post_answer, post_error, react, strip_mentions
 from bot.slack.scopes import is_dm
@@ -22,6 +26,8 @@ log = logging.getLogger(__name__)
 
 WORKING = "hourglass_flowing_sand"
 HISTORY_MESSAGES = 10
+MAX_PAGES = 20
+DM_FOLLOW_UP_S = 10 * 60  # a DM message this soon after the last one may follow up on it
 USAGE = ("Ask me a question about this channel's documents and recordings, for example "
          "“@IMP what did we decide about the launch date?”")
 GREETING = ("Hi! Ask me about the documents and recordings shared in your channels. I answer with numbered "
@@ -32,23 +38,77 @@ def _ack(ack: Ack) -> None:
     ack()
 
 
-def thread_history(client: WebClient, channel: str, thread_ts: str | None, before_ts: str,
-                   me: tuple[str | None, str | None]) -> list[Message]:
-    """The thread's earlier messages as a conversation: IMP's own are the assistant's turns."""
-    if not thread_ts:
-        return []
-    resp = client.conversations_replies(channel=channel, ts=thread_ts, limit=100)
+_MARKUP = re.compile(r"<([^<>]*)>")
+
+
+def _markup(m: re.Match) -> str:
+    inner = m.group(1)
+    target, _, label = inner.partition("|")
+    if target.startswith("#"):  # <#C123|general>
+        return f"#{label}" if label else target
+    if target.startswith("!"):  # <!here>, <!subteam^S1|@team>, <!date^...|fallback>
+        return label or "@" + target[1:].split("^")[0]
+    return label or target.removeprefix("mailto:")  # <https://...|label>
+
+
+def plain_text(text: str) -> str:
+    """What a person typed, from Slack's markup: mentions dropped, links and channels as read, &amp; as &."""
+    text = _MARKUP.sub(_markup, strip_mentions(text))
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def _turns(messages: list[dict], before_ts: str, me: tuple[str | None, str | None]) -> list[Message]:
     history = []
-    for m in resp.get("messages") or []:
+    for m in messages:
         if float(m.get("ts", "0")) >= float(before_ts):
             continue
         mine = (me[0] is not None and m.get("user") == me[0]) or (me[1] is not None and m.get("bot_id") == me[1])
-        if not mine and m.get("bot_id"):
-            continue  # other bots' chatter is not part of the conversation
-        text = strip_mentions(m.get("text") or "")
+        if not mine and (m.get("bot_id") or m.get("subtype") not in (None, "thread_broadcast")):
+            continue  # other bots' chatter, joins and edits are not part of the conversation
+        text = plain_text(m.get("text") or "")
         if text:
             history.append(Message("assistant" if mine else "user", text))
     return history[-HISTORY_MESSAGES:]
+
+
+def thread_history(client: WebClient, channel: str, thread_ts: str | None, before_ts: str,
+                   me: tuple[str | None, str | None]) -> list[Message]:
+    """The thread's latest earlier messages as a conversation: IMP's own are the assistant's turns.
+
+    Slack lists a thread oldest first, so a long thread is read to its end. A
+    thread Slack will not show (a missing history scope, a deleted parent) is no
+    reason to leave the question unanswered: it is answered on its own words.
+    """
+    if not thread_ts:
+        return []
+    recent: deque[dict] = deque(maxlen=4 * HISTORY_MESSAGES)  # room for the messages _turns drops
+    cursor = None
+    try:
+        for _ in range(MAX_PAGES):
+            page = client.conversations_replies(channel=channel, ts=thread_ts, latest=before_ts, inclusive=False,
+                                                limit=200, cursor=cursor)
+            recent.extend(page.get("messages") or [])
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                break
+    except SlackApiError as e:
+        log.warning("could not read thread %s in %s (%s); answering without it",
+                    thread_ts, channel, e.response.get("error"))
+        return []
+    return _turns(list(recent), before_ts, me)
+
+
+def dm_history(client: WebClient, channel: str, before_ts: str,
+               me: tuple[str | None, str | None]) -> list[Message]:
+    """A DM's last few minutes, for a follow-up asked at the top level of the DM rather than in a thread."""
+    oldest = f"{float(before_ts) - DM_FOLLOW_UP_S:.6f}"
+    try:
+        page = client.conversations_history(channel=channel, latest=before_ts, oldest=oldest, inclusive=False,
+                                            limit=HISTORY_MESSAGES)
+    except SlackApiError as e:
+        log.warning("could not read the DM %s (%s); answering without it", channel, e.response.get("error"))
+        return []
+    return _turns(list(reversed(page.get("messages") or [])), before_ts, me)  # Slack lists newest first
 
 
 def answer_event(deps: SlackDeps, event: dict[str, Any], context: Any) -> None:
@@ -59,14 +119,18 @@ def answer_event(deps: SlackDeps, event: dict[str, Any], context: Any) -> None:
     channel, user, ts = event["channel"], event["user"], event["ts"]
     dm = is_dm(channel, event.get("channel_type"))
     reply_ts = event.get("thread_ts") or (None if dm else ts)
-    question = strip_mentions(event.get("text") or "")
+    question = plain_text(event.get("text") or "")
     if not question:
         client.chat_postMessage(channel=channel, thread_ts=reply_ts, text=USAGE)
         return
     react(client, channel, ts, WORKING)
     try:
         scopes = deps.scopes.for_message(channel, user, event.get("channel_type"))
-        history = thread_history(client, channel, event.get("thread_ts"), ts, bot_identity(context))
+        me = bot_identity(context)
+        if event.get("thread_ts") or not dm:
+            history = thread_history(client, channel, event.get("thread_ts"), ts, me)
+        else:
+            history = dm_history(client, channel, ts, me)
         answer = deps.engine.ask(question, scopes, history)
         post_answer(deps, channel, reply_ts, answer)
     except Exception as e:  # never silent: every question gets an answer or a reason

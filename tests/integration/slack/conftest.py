@@ -99,6 +99,6 @@ def rig(engine, fake_slack):
 
 @pytest.fixture
 def indexed(engine, samples: Path):
-    """The sample documents in #general's scope, and the travel policy alone in the private #secret."""
+    """The sample documents, in #general's scope."""
     engine.ingest([samples], scope="C0GENERAL")
     return samples

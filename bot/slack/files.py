@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -39,6 +38,14 @@ class FileRefusal(InvalidRequest):
 
 class DownloadError(ImpError):
     code = "download_failed"
+
+
+def human_size(n: int) -> str:
+    """A byte count as a person reads it: "1.5 KB", "200 MB", "1 GB" (never "0 MB")."""
+    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{n} bytes"
 
 
 def is_recording(f: dict[str, Any]) -> bool:
@@ -73,8 +80,8 @@ def _usable(deps: SlackDeps, f: dict[str, Any], channel: str) -> dict[str, Any]:
     if channel not in channels_of(f):
         raise FileRefusal(f"{f.get('name', 'that file')} is not shared in this channel; share it here first")
     if int(f.get("size") or 0) > deps.max_file_bytes:
-        raise FileRefusal(f"{f.get('name')} is {int(f['size']) / 2**20:.0f} MB, more than the "
-                          f"{deps.max_file_bytes / 2**20:.0f} MB I accept")
+        raise FileRefusal(f"{f.get('name')} is {human_size(int(f['size']))}, more than the "
+                          f"{human_size(deps.max_file_bytes)} I accept")
     return f
 
 
@@ -133,7 +140,8 @@ def download(deps: SlackDeps, f: dict[str, Any], dest: Path) -> Path:
             while chunk := resp.read(1 << 20):
                 copied += len(chunk)
                 if copied > deps.max_file_bytes:
-                    raise DownloadError(f"{f.get('name')} is larger than the {deps.max_file_bytes >> 20} MB I accept")
+                    limit = human_size(deps.max_file_bytes)
+                    raise DownloadError(f"{f.get('name')} is larger than the {limit} I accept")
                 out.write(chunk)
     except urllib.error.HTTPError as e:
         if 300 <= e.code < 400:
@@ -160,20 +168,22 @@ def register(app: App, deps: SlackDeps) -> None:
         me = bot_identity(context)
         if event.get("bot_id") or event.get("user") in (None, me[0]):
             return  # IMP's own uploads (minutes) and other bots' files are not indexed
-        channel, ts = event["channel"], event["ts"]
+        channel = event["channel"]
+        ts = event.get("thread_ts") or event["ts"]  # a file shared in a thread: reply in that thread
         for f in event.get("files") or []:
             if f.get("mode") in _SKIP_MODES or f.get("is_external") or (f.get("mimetype") or "").startswith("image/"):
                 continue  # screenshots and links to outside files: nothing IMP can index
             name = f.get("name") or f.get("title") or f["id"]
             try:
                 if int(f.get("size") or 0) > deps.max_file_bytes:
-                    raise FileRefusal(f"it is larger than the {deps.max_file_bytes >> 20} MB I accept")
+                    raise FileRefusal(f"it is {human_size(int(f['size']))}, more than the "
+                                      f"{human_size(deps.max_file_bytes)} I accept")
                 status = deps.client.chat_postMessage(channel=channel, thread_ts=ts,
                                                       text=progress_text("Indexing", name, "queued", 0, None))
                 deps.state.add_task("ingest", channel, event["user"], thread_ts=ts, status_ts=status["ts"],
                                     file_id=f["id"], file_name=name)
             except Exception as e:
-                post_error(deps.client, channel, ts, f"I could not index {escape(name)}", e)
+                post_error(deps.client, channel, ts, f"I could not index *{escape(name)}*", e)
         deps.followups.wake()
 
     def on_deleted(event: dict) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -26,12 +27,15 @@ class FeedbackStore:
 
     def __init__(self, registry: DocumentRegistry):
         self._registry = registry
+        # Check-then-insert must not interleave: Slack sends one event per emoji variant
+        # ("+1" and "+1::skin-tone-2"), and the listeners that store them run in parallel.
+        self._lock = threading.Lock()
 
     def record(self, fb: Feedback) -> bool:
         """Store a rating; False when the same person's same rating of the answer is already active."""
         if fb.rating not in (1, -1):
             raise InvalidRequest("a rating is 1 or -1")
-        with self._registry.session() as s, s.begin():
+        with self._lock, self._registry.session() as s, s.begin():
             if s.scalars(self._active(fb.answer_id, fb.user, fb.rating, fb.source)).first() is not None:
                 return False
             s.add(FeedbackRow(answer_id=fb.answer_id, user=fb.user, channel=fb.channel, rating=fb.rating,

@@ -194,5 +194,20 @@ def register(app: App, deps: SlackDeps) -> None:
             deps.engine.delete(doc.doc_id)
             log.info("file %s was deleted in Slack; removed document %s from scope %s", file_id, doc.doc_id, doc.scope)
 
+    def on_unshared(event: dict) -> None:
+        """A file taken out of a channel leaves that channel's scope (it stays where it is still shared)."""
+        file_id = event.get("file_id")
+        if not file_id:
+            return
+        try:
+            still = channels_of(_info(deps, file_id))
+        except FileRefusal:
+            still = set()
+        for doc in deps.engine.documents_from(f"slack:{file_id}/"):
+            if doc.scope not in still:
+                deps.engine.delete(doc.doc_id)
+                log.info("file %s is no longer shared in %s; removed document %s", file_id, doc.scope, doc.doc_id)
+
     app.event({"type": "message", "subtype": "file_share"})(ack=ack, lazy=[on_share])
     app.event("file_deleted")(ack=ack, lazy=[on_deleted])
+    app.event("file_unshared")(ack=ack, lazy=[on_unshared])

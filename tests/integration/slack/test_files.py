@@ -252,3 +252,23 @@ def test_a_deleted_file_leaves_the_index_in_every_scope(rig, fake_slack):
     assert hits and all(h.chunk.source == str(PDF) or h.chunk.source.endswith(PDF.name) for h in hits)
     for channel in ("G0SECRET", "C0GENERAL"):
         assert "180" not in ask(rig, HOTEL_Q, channel=channel), channel
+
+
+def test_a_file_taken_out_of_a_channel_leaves_only_that_channels_scope(rig, fake_slack):
+    general = drop(rig, "F0HANDBK", HANDBOOK.name, HANDBOOK.read_bytes())
+    assert outcome(rig, "C0GENERAL", general).startswith(":white_check_mark:")
+    f = fake_slack.add_file("F0HANDBK", HANDBOOK.name, HANDBOOK.read_bytes(), mimetype="text/markdown",
+                            filetype="markdown", channels=["C0GENERAL", "G0SECRET"])
+    secret = fake_slack.add_message("G0SECRET", "", user="U0ALICE", files=[f], subtype="file_share")
+    assert rig.event(sp.file_share_message(f, channel="G0SECRET", channel_type="group", ts=secret)) == 200
+    assert outcome(rig, "G0SECRET", secret).startswith(":white_check_mark:")
+
+    # Alice removes the file from #secret; it is still shared in #general.
+    fake_slack.add_file("F0HANDBK", HANDBOOK.name, HANDBOOK.read_bytes(), mimetype="text/markdown",
+                        filetype="markdown", channels=["C0GENERAL"])
+    assert rig.event({"type": "file_unshared", "file_id": "F0HANDBK", "channel_id": "G0SECRET",
+                      "user_id": "U0ALICE", "event_ts": sp.new_ts()}) == 200
+    wait_until(lambda: {d.scope for d in rig.engine.documents_from("slack:F0HANDBK/")} == {"C0GENERAL"},
+               timeout=30, what="the file to leave #secret's scope")
+    assert "180" not in ask(rig, HOTEL_Q, channel="G0SECRET")
+    assert "180 EUR" in ask(rig, HOTEL_Q, channel="C0GENERAL")

@@ -7,7 +7,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/imp
-COPY pyproject.toml README.md app.py ./
+COPY pyproject.toml README.md app.py cli.py ./
 COPY core ./core
 COPY bot ./bot
 COPY training ./training

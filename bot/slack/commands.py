@@ -19,6 +19,7 @@ from bot.slack.scopes import is_dm
 
 log = logging.getLogger(__name__)
 
+ASK_WORKING = ":mag: Looking that up…"
 ASK_USAGE = "Usage: `/ask QUESTION`, for example `/ask what is the hotel allowance in Europe?`"
 MINUTES_USAGE = ("Usage: `/minutes` (the latest recording shared in this channel), `/minutes last`, or "
                  "`/minutes FILE-LINK` (a recording or transcript shared in this channel).")
@@ -26,10 +27,8 @@ MINUTES_USAGE = ("Usage: `/minutes` (the latest recording shared in this channel
 
 def register(app: App, deps: SlackDeps) -> None:
     def ack_ask(ack: Ack, command: dict) -> None:
-        if not (command.get("text") or "").strip():
-            ack(text=ASK_USAGE)
-        else:
-            ack()
+        # Only the asker sees either; an answer can take a while with a large model, so never a blank ack.
+        ack(text=ASK_USAGE if not (command.get("text") or "").strip() else ASK_WORKING)
 
     def run_ask(command: dict, respond: Respond) -> None:
         question = (command.get("text") or "").strip()
@@ -44,12 +43,12 @@ def register(app: App, deps: SlackDeps) -> None:
         respond(response_type="ephemeral", text=answer_text(answer), blocks=answer_blocks(answer, share=True))
 
     def run_share(body: dict, action: dict, respond: Respond) -> None:
-        """Post a privately given answer in the channel, if everything it cites may be seen there."""
+        """Post a privately given answer in the channel, if every scope it was answered from is visible there
+        (not only the cited ones: the answer may draw on every passage it was written from)."""
         user, channel = body["user"]["id"], (body.get("channel") or {}).get("id")
         try:
             answer = deps.engine.answer(action["value"])
-            allowed = set(deps.scopes.for_message(channel, user))
-            if not channel or not set(answer.scopes) <= allowed:
+            if not channel or not set(answer.scopes) <= set(deps.scopes.for_message(channel, user)):
                 respond(response_type="ephemeral", replace_original=False,
                         text=":no_entry: That answer draws on sources this channel cannot see, so it stays private.")
                 return
@@ -91,8 +90,14 @@ def register(app: App, deps: SlackDeps) -> None:
         data: dict[str, Any] = {"requested_by": user}
         if existing:  # already transcribed when it was shared: reuse the stored transcript
             data["doc_id"] = existing[0].doc_id
-        deps.state.add_task("minutes", channel, user, status_ts=status["ts"], file_id=file["id"],
-                            file_name=file["name"], data=data)
+        try:
+            deps.state.add_task("minutes", channel, user, status_ts=status["ts"], file_id=file["id"],
+                                file_name=file["name"], data=data)
+        except Exception as e:  # the status message is up: it must not wait forever for a task never stored
+            text = f":warning: I could not start the minutes of *{escape(file['name'])}*: {escape(reason(e))}"
+            deps.client.chat_update(channel=channel, ts=status["ts"], text=text)
+            respond(response_type="ephemeral", text=text)
+            return
         deps.followups.wake()
         respond(response_type="ephemeral", delete_original=False,
                 text=f"Writing minutes of *{escape(file['name'])}*; I will post them in this channel.")

@@ -44,7 +44,7 @@ class FollowUps:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._shown: dict[str, tuple[str, float]] = {}  # task -> (status text, when)
+        self._shown: dict[str, tuple[str | None, float]] = {}  # task -> (status text shown, when tried)
 
     def start(self) -> None:
         if self._thread is None:
@@ -81,6 +81,9 @@ class FollowUps:
             else:
                 self._watch(task)
         except Exception as e:
+            if _rate_limited(e):  # still limited after the client's own retries: the next round tries again
+                log.warning("Slack is rate limiting task %s; trying again on the next round", task.task_id)
+                return
             self._fail(task, e)
 
     # -- new: fetch the file and hand it to the engine ----------------------------------------
@@ -126,18 +129,21 @@ class FollowUps:
         now = time.monotonic()
         if not force and last is not None and (last[0] == text or now - last[1] < MIN_UPDATE_S):
             return
+        shown: str | None = text
         if task.status_ts:
             try:
                 self._deps.client.chat_update(channel=task.channel, ts=task.status_ts, text=text)
             except SlackApiError as e:  # progress is a courtesy; the task goes on
                 log.warning("could not show progress of task %s: %s", task.task_id, e.response.get("error"))
-        self._shown[task.task_id] = (text, now)
+                shown = None  # not on screen: show it again once the interval has passed
+        self._shown[task.task_id] = (shown, time.monotonic())
 
     def _finish_ingest(self, task: ChatTask, job: Job) -> None:
         name = task.file_name or "the file"
         result = job.result or {}
         if job.status == JobStatus.FAILED or result.get("status") == "failed":
-            text = f":x: I could not index *{escape(name)}*: {escape(result.get('error') or job.error or 'unknown error')}"
+            why = result.get("error") or job.error or "unknown error"
+            text = f":x: I could not index *{escape(name)}*: {escape(why)}"
             self._done(task, text, failed=True)
         elif result.get("status") == "unchanged":
             self._done(task, f":white_check_mark: *{escape(name)}* was indexed before; nothing changed.")
@@ -161,12 +167,16 @@ class FollowUps:
         else:
             thread = client.chat_postMessage(channel=task.channel, text=minutes_text(minutes, name),
                                              blocks=blocks)["ts"]
+            # Should the upload have to wait for a later round, that round updates this message, not a new one.
+            task = self._deps.state.update_task(task.task_id, status_ts=thread)
         stem = Path(name).stem or "meeting"
         try:
             client.files_upload_v2(channel=task.channel, thread_ts=thread, content=to_markdown(minutes),
                                    filename=f"minutes-{stem}.md", title=f"Minutes: {minutes.title}",
                                    initial_comment="The full minutes, with the quote and moment behind every item.")
         except SlackApiError as e:
+            if _rate_limited(e):
+                raise  # the next round posts the minutes again (an update: no duplicate) with their file
             client.chat_postMessage(channel=task.channel, thread_ts=thread,
                                     text=f":warning: I could not attach the full minutes: {escape(reason(e))}")
         self._deps.state.update_task(task.task_id, state="done")
@@ -213,6 +223,16 @@ class FollowUps:
         try:
             self._done(task, f":warning: I could not {what} *{escape(task.file_name or 'the file')}*: "
                              f"{escape(reason(e))}", failed=True)
-        except SlackApiError:
+        except SlackApiError as told:
+            if _rate_limited(told):  # never silent: the task stays open and the next round tells them
+                log.warning("Slack is rate limiting the failure report of task %s; trying again", task.task_id)
+                return
             log.exception("could not report the failure of task %s", task.task_id)
             self._deps.state.update_task(task.task_id, state="failed", error=str(e))
+
+
+def _rate_limited(e: Exception) -> bool:
+    """Slack answered 429 (``ratelimited``) even after the Web API client waited out its Retry-After."""
+    if not isinstance(e, SlackApiError) or e.response is None:
+        return False
+    return e.response.status_code == 429 or e.response.get("error") == "ratelimited"

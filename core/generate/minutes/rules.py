@@ -177,8 +177,9 @@ _SUBJECT = rf"(?P<subj>(?i:\bI\b|\bwe\b|\bthe\s+team\b|\beveryone\b|\beverybody\
 _COMMIT = re.compile(rf"""{_SUBJECT}(?:\s+(?i:will|shall|is\s+going\s+to|am\s+going\s+to|are\s+going\s+to)
    |(?i:'ll|'m\s+going\s+to|'re\s+going\s+to|'s\s+going\s+to|'m\s+gonna|'re\s+gonna))\s+(?P<task>.+)$""", re.X)
 _MUST = re.compile(rf"{_SUBJECT}\s+(?i:need|needs|have|has)\s+to\s+(?P<task>.+)$")
+# "Action item for Jonas, order…" (Whisper writes the spoken pause as a comma) or "Action item: …".
 _PREFIX = re.compile(rf"^\W*(?i:(?:an?\s+)?(?:action\s+items?|action\s+points?|to-?dos?|to\s+do))"
-                     rf"(?:\s+(?i:for)\s+(?P<name>{_NAME}))?\s*[:\u2013\u2014-]\s*(?P<rest>.+)$")
+                     rf"(?:\s+(?i:for)\s+(?P<name>{_NAME})\s*[,:\u2013\u2014-]|\s*[:\u2013\u2014-])\s*(?P<rest>.+)$")
 _REQUEST = re.compile(rf"(?:^|[,;]\s*)(?:(?P<name>{_NAME}),\s+)?(?i:(?:can|could|would|will)\s+you\s+"
                       r"(?:please\s+)?)(?P<task>.+?)\s*\?$")
 _PLEASE = re.compile(rf"(?:(?P<name>{_NAME}),\s+)?(?i:\bplease)\s+(?P<task>.+)$")

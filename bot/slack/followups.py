@@ -143,12 +143,24 @@ class FollowUps:
         result = job.result or {}
         if job.status == JobStatus.FAILED or result.get("status") == "failed":
             why = result.get("error") or job.error or "unknown error"
-            text = f":x: I could not index *{escape(name)}*: {escape(why)}"
+            text = f":warning: I could not index *{escape(name)}*: {escape(why)}"
             self._done(task, text, failed=True)
         elif result.get("status") == "unchanged":
             self._done(task, f":white_check_mark: *{escape(name)}* was indexed before; nothing changed.")
+        elif self._deleted_meanwhile(task):  # file_deleted came while the job ran: keep nothing of it
+            self._deps.engine.delete(result["doc_id"])
+            self._done(task, f":wastebasket: *{escape(name)}* was deleted in Slack before I finished; I kept nothing.")
         else:
             self._done(task, indexed_text(self._deps.engine.document(result["doc_id"]), name))
+
+    def _deleted_meanwhile(self, task: ChatTask) -> bool:
+        try:
+            self._deps.client.files_info(file=task.file_id)
+        except SlackApiError as e:
+            if e.response.get("error") in ("file_not_found", "file_deleted"):
+                return True
+            raise
+        return False
 
     def _finish_minutes(self, task: ChatTask, job: Job) -> None:
         name = task.file_name or "the recording"

@@ -272,3 +272,12 @@ def test_a_file_taken_out_of_a_channel_leaves_only_that_channels_scope(rig, fake
                timeout=30, what="the file to leave #secret's scope")
     assert "180" not in ask(rig, HOTEL_Q, channel="G0SECRET")
     assert "180 EUR" in ask(rig, HOTEL_Q, channel="C0GENERAL")
+
+
+def test_a_file_deleted_while_it_is_being_indexed_is_not_kept(rig, fake_slack):
+    ts = drop(rig, "F0REPORT", PDF.name, PDF.read_bytes())
+    fake_slack.wait_for("download:F0REPORT")
+    fake_slack.delete_file("F0REPORT")  # gone in Slack while IMP is still indexing it
+    assert outcome(rig, "C0GENERAL", ts).startswith(":wastebasket:")
+    assert rig.engine.documents_from("slack:F0REPORT/") == []
+    assert "64 million" not in ask(rig, REVENUE_Q)

@@ -272,6 +272,18 @@ def delete(doc_id: Annotated[str, typer.Argument(help="Document id (see `imp doc
     out.print(f"deleted {record.doc_id} ({record.source})", highlight=False)
 
 
+def _freeze_heap() -> None:
+    """Keep the loaded models' objects out of the garbage collector's full passes.
+
+    Those passes walk every object; with the models loaded they stall the whole
+    process for a few hundred milliseconds, long enough to delay Slack's acks.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 @cli.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on")] = None,
@@ -292,6 +304,7 @@ def serve(
     try:
         slack = build_slack(settings, engine)
         engine.warm_up()  # models load before the port opens, not on the first question
+        _freeze_heap()
     except ImpError as e:
         _fail(e)
     app = create_app(engine, api_token=settings.api.token, slack=slack)
@@ -313,6 +326,7 @@ def slack_socket_mode() -> None:
     try:
         bot = build_slack(settings, engine, socket_mode=True)
         engine.warm_up()  # Slack sends events as soon as we connect: be ready to answer the first one
+        _freeze_heap()
     except ImpError as e:
         _fail(e)
     assert bot is not None and settings.slack.app_token is not None

@@ -113,7 +113,7 @@ _PLACEHOLDERS = {"changeme", "change-me", "secret", "token", "xxx", "xoxb-your-t
 
 
 class SlackSettings(BaseModel):
-    """The Slack app (see slack/manifest.yml). HTTP mode needs the bot token and signing secret;
+    """The Slack app (see bot/slack/manifest.yml). HTTP mode needs the bot token and signing secret;
     Socket Mode (`imp slack`) needs the bot token and the app-level token."""
 
     bot_token: SecretStr | None = None  # xoxb-…
@@ -126,6 +126,8 @@ class SlackSettings(BaseModel):
     max_file_mb: float = Field(default=1024.0, gt=0)
     # How often the follow-up worker looks at running jobs (progress messages, results).
     poll_s: float = Field(default=2.0, gt=0, le=60)
+    # Questions answered at once (bench/slack.py: 4 on 2 CPU cores; raise it for a remote LLM server).
+    workers: int = Field(default=4, ge=1, le=64)
 
     @field_validator("bot_token", "signing_secret", "app_token")
     @classmethod

@@ -20,6 +20,7 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, R
 from bot.slack import commands, feedback, files, questions
 from bot.slack.deps import SlackDeps
 from bot.slack.followups import FollowUps
+from bot.slack.retries import RecentEvents
 from bot.slack.scopes import ScopeResolver
 from core.engine import Engine
 from core.store.chat import ChatState
@@ -36,6 +37,9 @@ class SlackOptions:
     max_file_bytes: int = 1 << 30
     poll_s: float = 2.0
     rate_limit_retries: int = 3
+    # Questions worked on at once. On CPU answers compete for the cores (more threads only slow the
+    # acks); with a remote LLM they mostly wait, and more threads keep answers flowing.
+    workers: int = 4
 
 
 def web_client(token: str, api_url: str, retries: int = 3) -> WebClient:
@@ -68,12 +72,16 @@ class SlackBot:
 def create_slack_bot(engine: Engine, state: ChatState, options: SlackOptions, *,
                      client: WebClient | None = None) -> SlackBot:
     client = client or web_client(options.bot_token, options.api_url, options.rate_limit_retries)
-    executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="imp-slack")
+    executor = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="imp-slack")
     app = App(
         client=client,
         signing_secret=options.signing_secret or "",
-        # Cheap to build: the bot's identity is fetched (auth.test) on the first event, not here.
+        # Cheap to build, even while Slack is unreachable: the bot's identity (auth.test) is
+        # fetched on the first request and kept.
         token_verification_enabled=False,
+        # Run the (trivial) ack functions in the request's own thread, so an ack never queues behind
+        # answers being worked out on the executor; lazy listeners still run there, after the ack.
+        process_before_response=True,
         listener_executor=executor,
         raise_error_for_unhandled_request=False,
     )
@@ -82,11 +90,13 @@ def create_slack_bot(engine: Engine, state: ChatState, options: SlackOptions, *,
                      max_file_bytes=options.max_file_bytes)
     deps.followups = FollowUps(deps, poll_s=options.poll_s)
 
+    recent = RecentEvents()
+
     @app.middleware
     def once_per_event(body: dict, next) -> BoltResponse | None:  # noqa: A002 - bolt's argument name
         """Slack retries an event it thinks was lost (X-Slack-Retry-Num); handle each event_id once."""
         event_id = body.get("event_id")
-        if event_id and not state.first_delivery(str(event_id)):
+        if event_id and not recent.first_delivery(str(event_id)):
             log.info("ignoring a repeated delivery of event %s", event_id)
             return BoltResponse(status=200, body="")
         return next()

@@ -1,6 +1,5 @@
 """State a chat front door (Slack, Teams) keeps between requests and across restarts.
 
-- events already handled, so a platform's retries do nothing twice;
 - which posted message carries which answer, so reactions become feedback;
 - long tasks (ingest a shared file, write minutes) from request to posted result.
 
@@ -11,15 +10,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 
 from core.errors import NotFound
 from core.store.registry import DocumentRegistry
-from core.store.schema import ChatEventRow, ChatPostRow, ChatTaskRow
+from core.store.schema import ChatPostRow, ChatTaskRow
 
 
 def _now() -> datetime:
@@ -48,26 +46,8 @@ def _task(r: ChatTaskRow) -> ChatTask:
 
 
 class ChatState:
-    def __init__(self, registry: DocumentRegistry, *, event_ttl: timedelta = timedelta(days=1)):
+    def __init__(self, registry: DocumentRegistry):
         self._registry = registry
-        self._event_ttl = event_ttl
-        self._last_prune: datetime | None = None
-
-    # -- retries -------------------------------------------------------------------
-
-    def first_delivery(self, event_id: str) -> bool:
-        """True the first time an event id is seen; False for every retry of it."""
-        now = _now()
-        try:
-            with self._registry.session() as s, s.begin():
-                s.add(ChatEventRow(event_id=event_id, received_at=now))
-        except IntegrityError:
-            return False
-        if self._last_prune is None or now - self._last_prune > timedelta(hours=1):
-            self._last_prune = now
-            with self._registry.session() as s, s.begin():
-                s.execute(delete(ChatEventRow).where(ChatEventRow.received_at < now - self._event_ttl))
-        return True
 
     # -- answers posted ------------------------------------------------------------
 

@@ -134,15 +134,6 @@ class FeedbackRow(Base):
     retracted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
-class ChatEventRow(Base):
-    """Events a chat front door has already handled, so a platform's retries are not handled twice."""
-
-    __tablename__ = "chat_events"
-
-    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    received_at: Mapped[datetime] = mapped_column(DateTime, index=True)
-
-
 class ChatPostRow(Base):
     """A chat message that carries an answer, so a reaction to the message finds the answer."""
 

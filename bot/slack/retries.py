@@ -1,0 +1,31 @@
+"""Slack's retries: an event Slack thinks was lost is delivered again with the same event_id.
+
+The ids seen are kept in memory for an hour (Slack retries within minutes), so the
+check costs no database write on the ack path. After a restart a retry is handled
+again, which is what should happen: the first delivery's work died with the process.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+
+
+class RecentEvents:
+    def __init__(self, ttl_s: float = 3600.0, max_events: int = 100_000):
+        self._ttl = ttl_s
+        self._max = max_events
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def first_delivery(self, event_id: str) -> bool:
+        """True the first time ``event_id`` is seen; False for every retry of it within the hour."""
+        now = time.monotonic()
+        with self._lock:
+            while self._seen and (len(self._seen) >= self._max or next(iter(self._seen.values())) < now - self._ttl):
+                self._seen.popitem(last=False)
+            if event_id in self._seen:
+                return False
+            self._seen[event_id] = now
+            return True

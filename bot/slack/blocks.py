@@ -184,7 +184,8 @@ def progress_text(verb: str, name: str, stage: str, done: float, total: float | 
     if total:
         pct = max(0, min(100, round(100 * done / total)))
         line += f" ({pct}%"
-        line += f", {clock(done)} of {clock(total)})" if total > 60 else ")"
+        # seconds of audio while transcribing; other stages count steps, shown as a percentage only
+        line += f", {clock(done)} of {clock(total)})" if "transcrib" in stage else ")"
     elif stage == "queued":
         line += " — waiting for earlier work to finish"
     return line

@@ -82,7 +82,7 @@ def build_engine(settings: Settings, *, embedder: Embedder | None = None) -> Eng
     return Engine(registry, pipeline, retriever, answerer, files_dir=data / "files",
                   default_k=settings.search.default_k, transcriber=transcriber, transcripts=transcripts,
                   jobs=JobStore(registry), minutes=build_minutes(embedder, generator),
-                  feedback=FeedbackStore(registry))
+                  feedback=FeedbackStore(registry), closers=[vectors.close, registry.close])
 
 
 def build_minutes(embedder: Embedder, generator: Generator | None) -> MinutesDrafter:

@@ -7,7 +7,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -69,7 +69,7 @@ class Engine:
                  answerer: Answerer, *, files_dir: Path, default_k: int = 5,
                  transcriber: Transcriber | None = None, transcripts: TranscriptStore | None = None,
                  jobs: JobStore | None = None, minutes: MinutesDrafter | None = None,
-                 feedback: FeedbackStore | None = None):
+                 feedback: FeedbackStore | None = None, closers: Sequence[Callable[[], None]] = ()):
         self.registry = registry
         self._pipeline = pipeline
         self._retriever = retriever
@@ -80,6 +80,7 @@ class Engine:
         self._transcripts = transcripts
         self._drafter = minutes
         self._feedback = feedback
+        self._closers = list(closers)
         self._jobs = JobRunner(jobs, {"ingest": self._ingest_job, "minutes": self._minutes_job}) if jobs else None
 
     def warm_up(self) -> None:
@@ -176,9 +177,14 @@ class Engine:
         return result
 
     def close(self) -> None:
-        """Finish background jobs and release workers."""
+        """Finish background jobs and release workers, files and connections.
+
+        Using the engine afterwards opens what it needs again.
+        """
         if self._jobs is not None:
             self._jobs.close()
+        for close in self._closers:
+            close()
 
     def documents_from(self, source_prefix: str) -> list[DocumentRecord]:
         """Documents whose source starts with ``source_prefix`` (a chat file's id), in any scope."""

@@ -45,7 +45,9 @@ def settings(tmp_path) -> Settings:
 
 @pytest.fixture
 def engine(settings, embedder):
-    return build_engine(settings, embedder=embedder)
+    engine = build_engine(settings, embedder=embedder)
+    yield engine
+    engine.close()  # a run of hundreds of tests must not pile up open files
 
 
 RECORDINGS = ("*.m4a", "*.mp3", "*.mp4", "*.wav")

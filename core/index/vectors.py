@@ -43,6 +43,7 @@ class ChromaVectorStore:
         self._path = path
         self._url = url
         self._collection: Any = None
+        self._client: Any = None
         self._lock = threading.Lock()
 
     def _coll(self) -> Any:
@@ -69,12 +70,20 @@ class ChromaVectorStore:
                 assert self._path is not None
                 self._path.mkdir(parents=True, exist_ok=True)
                 client = chromadb.PersistentClient(path=str(self._path), settings=settings)
+            self._client = client
             return client.get_or_create_collection(
                 self._name, embedding_function=None, metadata={"hnsw:space": "cosine"}
             )
         except Exception as e:
             where = self._url or self._path
             raise BackendError(f"cannot open Chroma collection {self._name!r} at {where}: {e}") from e
+
+    def close(self) -> None:
+        """Release Chroma's files and connections; the next call opens the collection again."""
+        with self._lock:
+            client, self._client, self._collection = self._client, None, None
+        if client is not None:
+            client.close()
 
     def upsert(self, chunks: list[Chunk], vectors: np.ndarray) -> None:
         if len(chunks) != len(vectors):

@@ -190,8 +190,11 @@ class Media:
         wait = min(self._stall_timeout, deadline - time.monotonic())
         if wait <= 0:
             raise CorruptDocument(f"{path.name}: decoding took far longer than the recording's length; stopped")
-        ready, _, _ = select.select([fd], [], [], wait)
-        if not ready:
+        # poll(), not select(): select() fails outright on descriptors above 1023, which a busy
+        # service (many connections, open indexes) reaches.
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        if not poller.poll(wait * 1000):
             raise CorruptDocument(f"{path.name}: ffmpeg produced no audio for {wait:.0f} s; stopped")
         # Never more than asked: a block must end on a whole frame of every channel.
         return os.read(fd, want)

@@ -446,3 +446,21 @@ def test_decoding_a_file_that_never_arrives_gives_up(stuck_pipe):
     assert time.monotonic() - start < HANG_LIMIT_S
     _says_where_not(err.value.detail, stuck_pipe)
     assert not _media_children()
+
+
+def test_decoding_works_with_more_than_1024_descriptors_open(tmp_path):
+    """A busy service holds many descriptors; waiting on ffmpeg must not depend on their numbers."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip("the descriptor limit of this machine is below 1200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        audio = Media().read_all(Path(__file__).resolve().parents[2] / "samples" / "rotterdam-pilot-standup.m4a")
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert audio.shape[0] > 40 * 16000  # the whole 49 s stand-up

@@ -138,7 +138,8 @@ def test_minutes_of_the_latest_recording_are_posted_with_progress_and_the_full_f
     assert "## Action items" in markdown and "weekly pilot report" in markdown
     assert fake.calls_to("download:F0STANDUP")
     assert fake.calls_to("download:F0STANDUP")[0].headers.get("Authorization") == f"Bearer {fake.token}"
-    assert rig.bot.deps.state.open_tasks() == []
+    # The task is closed once the upload returns (the fake records the upload before it answers).
+    wait_until(lambda: rig.bot.deps.state.open_tasks() == [], timeout=30, what="the task to be closed")
 
 
 def test_minutes_of_a_recording_indexed_earlier_reuse_its_transcript(rig):
@@ -201,7 +202,8 @@ def test_a_recording_that_cannot_be_read_gets_a_reason_on_the_status_message(rig
     rig.bot.close()
     assert fake.calls_to("files.completeUploadExternal") == []
     assert not any(_is_minutes(c) for c in fake.calls_to("chat.update"))
-    assert rig.bot.deps.state.open_tasks() == []
+    # The task is closed once the upload returns (the fake records the upload before it answers).
+    wait_until(lambda: rig.bot.deps.state.open_tasks() == [], timeout=30, what="the task to be closed")
 
 
 @pytest.mark.parametrize(("text", "channel", "expected"), [
@@ -224,7 +226,8 @@ def test_minutes_it_will_not_write_get_a_private_reason(rig, text, channel, expe
     rig.bot.close()
     assert [c.method for c in fake.calls if c.method.startswith("download:")] == []
     assert fake.calls_to("chat.postMessage") == [] and fake.calls_to("chat.update") == []
-    assert rig.bot.deps.state.open_tasks() == []
+    # The task is closed once the upload returns (the fake records the upload before it answers).
+    wait_until(lambda: rig.bot.deps.state.open_tasks() == [], timeout=30, what="the task to be closed")
 
 
 def test_minutes_help_is_the_usage(rig):

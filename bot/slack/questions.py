@@ -51,6 +51,33 @@ def _markup(m: re.Match) -> str:
     return label or target.removeprefix("mailto:")  # <https://...|label>
 
 
+_PERSON = re.compile(r"<@([UW][A-Z0-9]+)(?:\|([^>]*))?>")
+
+
+def name_people(client: WebClient, text: str, me: str | None) -> str:
+    """Other people's mentions as their names ("what did <@U0BOB> say" asks about Bob); IMP's stays a mention."""
+    names: dict[str, str] = {}
+
+    def name(m: re.Match[str]) -> str:
+        user_id, label = m.group(1), m.group(2)
+        if user_id == me:
+            return m.group(0)
+        if label:
+            return label
+        if user_id not in names:
+            try:
+                user = client.users_info(user=user_id)["user"]
+                profile = user.get("profile") or {}
+                names[user_id] = (profile.get("display_name") or profile.get("real_name")
+                                  or user.get("real_name") or user.get("name") or "")
+            except SlackApiError as e:
+                log.info("could not name %s in a question: %s", user_id, e.response.get("error"))
+                names[user_id] = ""
+        return names[user_id]
+
+    return _PERSON.sub(name, text)
+
+
 def plain_text(text: str) -> str:
     """What a person typed, from Slack's markup: mentions dropped, links and channels as read, &amp; as &."""
     text = _MARKUP.sub(_markup, strip_mentions(text))
@@ -120,6 +147,8 @@ def answer_event(deps: SlackDeps, event: dict[str, Any], context: Any) -> None:
     dm = is_dm(channel, event.get("channel_type"))
     reply_ts = event.get("thread_ts") or (None if dm else ts)
     question = plain_text(event.get("text") or "")
+    if question and "<@" in (event.get("text") or ""):
+        question = plain_text(name_people(client, event["text"], bot_identity(context)[0]))
     if not question:
         client.chat_postMessage(channel=channel, thread_ts=reply_ts, text=USAGE)
         return

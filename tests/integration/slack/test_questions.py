@@ -189,6 +189,16 @@ def test_slack_markup_in_a_question_is_read_as_plain_text(rig, samples):
     assert answer_of(rig, "C0GENERAL", asked["ts"]).question == (
         "Per #general & the travel page: what is the hotel limit per night in Europe <180 EUR>?")
 
+
+def test_people_mentioned_in_a_question_are_read_as_their_names(rig, samples):
+    rig.engine.ingest([samples / "handbook.md"], scope="C0GENERAL")
+    asked = mention(rig, "<@UIMPBOT> <@U0BOB> asks: what is the hotel limit per night in Europe?")
+    (reply,) = replies(rig, "C0GENERAL", thread_ts=asked["ts"])
+    assert "180 EUR" in reply["text"]
+    assert answer_of(rig, "C0GENERAL", asked["ts"]).question == (
+        "Bob Smith asks: what is the hotel limit per night in Europe?")
+
+
 def test_private_channel_content_never_reaches_another_channel(rig, indexed, tmp_path):
     ingest_text(rig.engine, tmp_path, "project-falcon.md", FALCON_DOC, "G0SECRET")
     # Bob asks in #general, where he is, about what only #secret knows.

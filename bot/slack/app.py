@@ -56,10 +56,6 @@ class SlackBot:
         self.deps = deps
         self._executor = executor
 
-    @property
-    def client(self) -> WebClient:
-        return self.deps.client
-
     def start(self) -> None:
         """Begin the follow-up worker (resuming tasks a previous run left open)."""
         self.deps.followups.start()

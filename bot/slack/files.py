@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from itertools import islice
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -98,16 +99,11 @@ def shared_file(deps: SlackDeps, arg: str, channel: str) -> dict[str, Any]:
 
 def find_recording(deps: SlackDeps, channel: str, max_pages: int = 10) -> dict[str, Any]:
     """The latest audio or video file shared in ``channel`` (the newest of its recent history)."""
-    cursor = None
-    for _ in range(max_pages):
-        page = deps.client.conversations_history(channel=channel, limit=200, cursor=cursor)
+    for page in islice(deps.client.conversations_history(channel=channel, limit=200), max_pages):
         for message in page.get("messages") or []:
             for f in message.get("files") or []:
                 if f.get("mode") not in _SKIP_MODES and is_recording(f):
                     return _usable(deps, _info(deps, f["id"]), channel)
-        cursor = (page.get("response_metadata") or {}).get("next_cursor")
-        if not cursor:
-            break
     raise FileRefusal("I found no audio or video file in this channel's recent messages")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from itertools import islice
 from collections import deque
 from typing import Any
 
@@ -109,15 +110,11 @@ def thread_history(client: WebClient, channel: str, thread_ts: str | None, befor
     if not thread_ts:
         return []
     recent: deque[dict] = deque(maxlen=4 * HISTORY_MESSAGES)  # room for the messages _turns drops
-    cursor = None
     try:
-        for _ in range(MAX_PAGES):
-            page = client.conversations_replies(channel=channel, ts=thread_ts, latest=before_ts, inclusive=False,
-                                                limit=200, cursor=cursor)
+        pages = client.conversations_replies(channel=channel, ts=thread_ts, latest=before_ts, inclusive=False,
+                                             limit=200)
+        for page in islice(pages, MAX_PAGES):  # slack_sdk follows the cursor
             recent.extend(page.get("messages") or [])
-            cursor = (page.get("response_metadata") or {}).get("next_cursor")
-            if not cursor:
-                break
     except SlackApiError as e:
         log.warning("could not read thread %s in %s (%s); answering without it",
                     thread_ts, channel, e.response.get("error"))

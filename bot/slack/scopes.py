@@ -10,6 +10,8 @@ content from a channel they are not in.
 
 from __future__ import annotations
 
+from itertools import islice
+
 from slack_sdk import WebClient
 
 _MEMBER_TYPES = "public_channel,private_channel,mpim"
@@ -38,24 +40,10 @@ class ScopeResolver:
 
     def channels_of(self, user: str) -> list[str]:
         """Every channel (public, private, group DM) ``user`` is a member of, across all pages."""
-        found: list[str] = []
-        cursor = None
-        for _ in range(self._max_pages):
-            page = self._client.users_conversations(user=user, types=_MEMBER_TYPES, exclude_archived=True,
-                                                    limit=200, cursor=cursor)
-            found += [c["id"] for c in page.get("channels") or []]
-            cursor = (page.get("response_metadata") or {}).get("next_cursor")
-            if not cursor:
-                break
-        return found
+        pages = self._client.users_conversations(user=user, types=_MEMBER_TYPES, exclude_archived=True, limit=200)
+        return [c["id"] for page in islice(pages, self._max_pages) for c in page.get("channels") or []]
 
     def members_of(self, channel: str, limit: int = 2000) -> list[str]:
-        members: list[str] = []
-        cursor = None
-        while len(members) < limit:
-            page = self._client.conversations_members(channel=channel, limit=200, cursor=cursor)
-            members += page.get("members") or []
-            cursor = (page.get("response_metadata") or {}).get("next_cursor")
-            if not cursor:
-                break
-        return members[:limit]
+        pages = self._client.conversations_members(channel=channel, limit=200)
+        members = (m for page in pages for m in page.get("members") or [])
+        return list(islice(members, limit))

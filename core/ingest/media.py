@@ -5,6 +5,14 @@ under timeouts: a probe has a fixed budget, and a decode is killed when it
 produces nothing for ``stall_timeout`` seconds or runs past a deadline scaled
 to the recording's length. Decoding streams fixed-size blocks, so an hour-long
 recording never sits whole in memory.
+
+Every ffmpeg and ffprobe run reads one file and nothing else. The demuxer is
+chosen here from the file's content (``media_demuxer``) and forced, with that
+demuxer as the only one allowed and ``file`` as the only protocol allowed:
+left to probe, ffmpeg takes a playlist behind an MP3's ID3 tag for HLS, or a
+script for concat, and reads the files they name (another scope's recording)
+whatever the upload is called. External references inside a QuickTime movie
+(drefs) stay off.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import BackendError, CorruptDocument, DocumentTooLarge, EmptyDocument, UnsupportedFormat
+from core.ingest.loaders.detect import MOV_DEMUXER, media_demuxer
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +41,9 @@ _BYTES_PER_SAMPLE = 2  # s16le
 # Decoding runs hundreds of times faster than real time; this is a ceiling for broken files only.
 _DEADLINE_FLOOR_S = 120.0
 _DEADLINE_PER_AUDIO_S = 0.1
+# Demuxer options that keep a container to the one file (both are ffmpeg's defaults, stated so
+# that a build or version with other defaults cannot open a movie's external tracks).
+_CONFINED = {MOV_DEMUXER: ("-enable_drefs", "0", "-use_absolute_path", "0")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +86,7 @@ class Media:
         """Duration, codec and channels of ``path``'s first audio stream, refusing what cannot be transcribed."""
         path = Path(path)
         args = [self._binary(self._ffprobe), "-v", "error", "-print_format", "json",
-                "-show_format", "-show_streams", _url(path)]
+                "-show_format", "-show_streams", *_input(path)]
         try:
             done = subprocess.run(args, capture_output=True, timeout=self._probe_timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as e:
@@ -140,7 +152,7 @@ class Media:
         (n, channels)). ``limit_seconds`` stops after that much audio.
         """
         path = Path(path)
-        args = [self._binary(self._ffmpeg), "-nostdin", "-hide_banner", "-v", "error", "-i", _url(path),
+        args = [self._binary(self._ffmpeg), "-nostdin", "-hide_banner", "-v", "error", *_input(path),
                 "-map", "0:a:0", "-vn", "-sn", "-dn"]
         if limit_seconds is not None:
             args += ["-t", f"{limit_seconds:.3f}"]
@@ -246,6 +258,16 @@ class Media:
         # Each channel must lead somewhere, or it is a silent or bleed-only channel.
         leaders = set(np.argmax(db[active][dominant], axis=1).tolist())
         return bool(dominant.mean() >= share and len(leaders) == info.channels)
+
+
+def _input(path: Path) -> list[str]:
+    """ffmpeg's input options for ``path``: its own demuxer forced and the only one allowed, files only."""
+    demuxer = media_demuxer(path)
+    if demuxer is None:
+        raise UnsupportedFormat(f"{path.name} is not an audio or video file IMP can read")
+    forced = demuxer.split(",")[0]
+    return ["-f", forced, "-format_whitelist", demuxer, "-protocol_whitelist", "file",
+            *_CONFINED.get(demuxer, ()), "-i", _url(path)]
 
 
 def _url(path: Path) -> str:

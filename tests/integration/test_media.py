@@ -102,6 +102,11 @@ RECORDINGS = [
     Recording("meeting.mp4", "video", 2, (*H264_OR_MPEG4, "-c:a", "aac"), video=True),
     Recording("meeting.mov", "video", 1, ("-c:v", "mpeg4", "-c:a", "aac"), video=True),
     Recording("meeting.mkv", "video", 2, (*H264_OR_MPEG4, "-c:a", "aac"), video=True),
+    Recording("call.aiff", "audio", 1, ("-c:a", "pcm_s16be")),
+    Recording("memo.caf", "audio", 2, ("-c:a", "alac")),
+    Recording("call.wma", "audio", 2, ("-c:a", "wmav2")),  # ASF
+    Recording("clip.avi", "audio", 1, ("-c:a", "pcm_s16le")),
+    Recording("long-take.w64", "audio", 1, ("-c:a", "pcm_s16le")),  # Sony Wave64
 ]
 
 
@@ -223,6 +228,50 @@ def test_a_recording_with_a_wrong_extension_is_still_a_recording(studio, media, 
     shutil.copyfile(studio.recording(rec), renamed)
     assert detect_kind(renamed) == MEDIA
     assert media.probe(renamed).duration == pytest.approx(SECONDS, abs=TOLERANCE_S)
+
+
+def _id3_tagged(source: Path, target: Path) -> Path:
+    """``source`` with an ID3v2.4 tag in front, as taggers add to any audio file."""
+    frame = b"TIT2" + (12).to_bytes(4, "big") + b"\x00\x00\x03Weekly sync"
+    target.write_bytes(b"ID3\x04\x00\x00" + bytes([0, 0, 0, len(frame)]) + frame + source.read_bytes())
+    return target
+
+
+@pytest.mark.parametrize("name", ["memo.aac", "call.flac"])
+def test_a_tagged_recording_is_read_past_its_tag(studio, media, name, tmp_path):
+    rec = next(r for r in RECORDINGS if r.name == name)
+    tagged = _id3_tagged(studio.recording(rec), tmp_path / f"tagged-{name}")
+    assert detect_kind(tagged) == MEDIA
+    info = media.probe(tagged)
+    assert info.duration == pytest.approx(SECONDS, abs=TOLERANCE_S)
+    assert _peak_hz(media.read_all(tagged, info)) == pytest.approx(TONE_HZ, abs=5)
+
+
+@_needs("libmp3lame")
+def test_an_mp3_whose_cover_art_outgrows_the_detection_window_is_read(studio, media):
+    # 300 KB of noise as cover art: the audio after the ID3 tag starts far beyond the first 64 KiB.
+    noise = studio.make("noise.png", "-f", "lavfi", "-i", "nullsrc=s=320x320,geq=random(1)*255:128:128",
+                        "-frames:v", "1")
+    song = studio.make("big-cover.mp3", "-f", "lavfi", "-i", f"sine=frequency={TONE_HZ}:duration={SECONDS}",
+                       "-i", str(noise), "-map", "0:a", "-map", "1:v", "-disposition:v", "attached_pic",
+                       "-c:a", "libmp3lame", "-c:v", "png", "-id3v2_version", "3")
+    size = song.read_bytes()[6:10]  # the tag's syncsafe size: 7 bits a byte
+    assert (size[0] << 21 | size[1] << 14 | size[2] << 7 | size[3]) > 64 * 1024
+    assert detect_kind(song) == MEDIA
+    info = media.probe(song)
+    assert info.kind == "audio" and info.duration == pytest.approx(SECONDS, abs=TOLERANCE_S)
+    assert _peak_hz(media.read_all(song, info)) == pytest.approx(TONE_HZ, abs=5)
+
+
+def test_an_amr_voice_memo_is_read(tmp_path, media):
+    # No AMR encoder ships with Debian's ffmpeg: 12.2 kb/s frames (header 0x3c, 31 bytes of payload) by hand.
+    rng = np.random.default_rng(5)
+    memo = tmp_path / "memo.amr"
+    memo.write_bytes(b"#!AMR\n" + b"".join(b"\x3c" + rng.bytes(31) for _ in range(150)))  # 150 x 20 ms
+    assert detect_kind(memo) == MEDIA
+    info = media.probe(memo)
+    assert info.codec == "amr_nb"
+    assert len(media.read_all(memo, info)) == pytest.approx(3 * SAMPLE_RATE, abs=TOLERANCE_S * SAMPLE_RATE)
 
 
 # --- streaming ----------------------------------------------------------------------
@@ -422,30 +471,70 @@ def test_a_recording_over_the_length_limit_is_refused(studio):
 
 @pytest.fixture
 def stuck_pipe(tmp_path) -> Path:
-    """A named pipe nobody writes to: reading it blocks for ever."""
+    """A named pipe nobody writes to: opening or reading it blocks for ever."""
     path = tmp_path / "stuck.m4a"
     os.mkfifo(path)
     return path
 
 
-def test_probing_a_file_that_never_arrives_gives_up(stuck_pipe):
+def test_probing_a_pipe_is_refused_at_once(stuck_pipe):
+    # What ffmpeg may read is decided from the file's first bytes, so only a regular file can be a recording.
     start = time.monotonic()
-    with pytest.raises(CorruptDocument) as err:
+    with pytest.raises(UnsupportedFormat) as err:
         Media(probe_timeout=2).probe(stuck_pipe)
     assert time.monotonic() - start < HANG_LIMIT_S
+    assert "not a regular file" in err.value.detail
     _says_where_not(err.value.detail, stuck_pipe)
     assert not _media_children()
 
 
-def test_decoding_a_file_that_never_arrives_gives_up(stuck_pipe):
+def test_decoding_a_pipe_is_refused_at_once(stuck_pipe):
     info = MediaInfo(duration=3.0, container="mov,mp4,m4a,3gp,3g2,mj2", codec="aac", channels=1,
                      sample_rate=44100, has_video=False)
     start = time.monotonic()
-    with pytest.raises(CorruptDocument) as err:
+    with pytest.raises(UnsupportedFormat) as err:
         list(Media(stall_timeout=1).decode(stuck_pipe, info))
     assert time.monotonic() - start < HANG_LIMIT_S
     _says_where_not(err.value.detail, stuck_pipe)
     assert not _media_children()
+
+
+def _hanging(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """A stand-in for ffmpeg or ffprobe that hangs without a word (as on a stalled disk), and its pid file."""
+    pid_file = tmp_path / f"{name}.pid"
+    binary = tmp_path / name
+    binary.write_text(f"#!/bin/sh\necho $$ > '{pid_file}'\nexec sleep 120\n")
+    binary.chmod(0o755)
+    return binary, pid_file
+
+
+def _gone(pid_file: Path) -> bool:
+    return not Path(f"/proc/{int(pid_file.read_text())}").exists()
+
+
+def test_probing_gives_up_when_ffprobe_hangs(studio, tmp_path):
+    ffprobe, pid_file = _hanging(tmp_path, "ffprobe")
+    path = studio.recording(RECORDINGS[0])
+    start = time.monotonic()
+    with pytest.raises(CorruptDocument) as err:
+        Media(ffprobe=str(ffprobe), probe_timeout=2).probe(path)
+    assert time.monotonic() - start < HANG_LIMIT_S
+    assert "damaged" in err.value.detail
+    _says_where_not(err.value.detail, path)
+    assert _gone(pid_file), "the hung ffprobe was left running"
+
+
+def test_decoding_gives_up_when_ffmpeg_stalls(studio, tmp_path):
+    ffmpeg, pid_file = _hanging(tmp_path, "ffmpeg")
+    path = studio.recording(RECORDINGS[0])
+    info = Media().probe(path)
+    start = time.monotonic()
+    with pytest.raises(CorruptDocument) as err:
+        list(Media(ffmpeg=str(ffmpeg), stall_timeout=1).decode(path, info))
+    assert time.monotonic() - start < HANG_LIMIT_S
+    assert "produced no audio" in err.value.detail
+    _says_where_not(err.value.detail, path)
+    assert _gone(pid_file), "the stalled ffmpeg was left running"
 
 
 def test_decoding_works_with_more_than_1024_descriptors_open(tmp_path):

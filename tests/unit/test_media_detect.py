@@ -2,7 +2,9 @@
 
 Each head below is the start of a real file of its kind (magic, then the
 fields that follow it), written under a text-like name so only the content
-can decide.
+can decide. ``media_demuxer`` names the one ffmpeg demuxer allowed to read it;
+an audio tag or frame header in front of text (a playlist dressed as an MP3)
+is refused.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pytest
 
 from core.errors import EmptyDocument, UnsupportedFormat
 from core.ingest.loaders import MEDIA, detect_kind
+from core.ingest.loaders.detect import media_demuxer
 
 
 def _write(tmp_path: Path, name: str, content: bytes) -> Path:
@@ -58,6 +61,19 @@ HEADS = {
     "caf": b"caff\x00\x01\x00\x00desc" + bytes(40),
     "amr": b"#!AMR\n" + bytes(32),
     "wma / wmv (ASF)": b"\x30\x26\xb2\x75\x8e\x66\xcf\x11\xa6\xd9\x00\xaa\x00\x62\xce\x6c" + bytes(16),
+    "w64": b"riff\x2e\x91\xcf\x11\xa5\xd6\x28\xdb\x04\xc1\x00\x00" + struct.pack("<Q", 3300)
+           + b"wave\xf3\xac\xd3\x11\x8c\xd1\x00\xc0\x4f\x8e\xdb\x8a" + bytes(64),
+    "flac with an ID3 tag": _ID3 + b"fLaC\x00\x00\x00\x22" + bytes(34),
+    "aac with an ID3 tag": _ID3 + _ADTS_FRAME * 3,
+}
+# The demuxer, as `ffmpeg -demuxers` names it, that core.ingest.media forces for each head.
+DEMUXERS = {
+    "wav": "wav", "avi": "avi", "flac": "flac", "ogg opus": "ogg", "ogg vorbis": "ogg",
+    "webm / mkv (EBML)": "matroska,webm", "mp4 (ftypisom)": "mov,mp4,m4a,3gp,3g2,mj2",
+    "m4a (ftypM4A)": "mov,mp4,m4a,3gp,3g2,mj2", "mov (ftypqt)": "mov,mp4,m4a,3gp,3g2,mj2",
+    "mp3 with ID3v2 tag": "mp3", "mp3 frame sync ff fb": "mp3", "mp3 MPEG-2 frame sync ff f3": "mp3",
+    "aac ADTS ff f1": "aac", "aiff": "aiff", "caf": "caf", "amr": "amr", "wma / wmv (ASF)": "asf", "w64": "w64",
+    "flac with an ID3 tag": "flac", "aac with an ID3 tag": "aac",
 }
 
 
@@ -68,7 +84,64 @@ def test_recordings_are_media_whatever_their_name(tmp_path, head, name):
 
 
 def test_an_rf64_wav_is_media(tmp_path):
-    assert detect_kind(_write(tmp_path, "long-take.wav", _rf64())) == MEDIA
+    path = _write(tmp_path, "long-take.wav", _rf64())
+    assert detect_kind(path) == MEDIA
+    assert media_demuxer(path) == "wav"
+
+
+@pytest.mark.parametrize("name", HEADS.keys())
+def test_each_recording_names_its_own_demuxer(tmp_path, name):
+    assert media_demuxer(_write(tmp_path, "upload", HEADS[name])) == DEMUXERS[name]
+
+
+def test_an_id3_tag_larger_than_the_detection_window_is_looked_past(tmp_path):
+    # Cover art makes tags of hundreds of KB; what follows the tag decides, not the tag.
+    art = bytes(200_000)
+    tag = b"ID3\x03\x00\x00" + bytes((len(art) >> s) & 0x7F for s in (21, 14, 7, 0)) + art
+    assert media_demuxer(_write(tmp_path, "song.mp3", tag + _ADTS_FRAME * 3)) == "aac"
+    assert detect_kind(_write(tmp_path, "song.mp3", tag + _MPEG_FRAME * 3)) == MEDIA
+
+
+def test_binary_after_an_id3_tag_is_left_to_the_mp3_demuxer(tmp_path):
+    # Encoders leave junk between the tag and the first frame; ffmpeg's mp3 demuxer finds the frames.
+    assert media_demuxer(_write(tmp_path, "song.mp3", _ID3 + b"\x01\x80\x00junk" + _MPEG_FRAME)) == "mp3"
+
+
+PLAYLISTS = {
+    "hls": b"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n../other/recording.m4a\n#EXT-X-ENDLIST\n",
+    "ffconcat": b"ffconcat version 1.0\nfile '/srv/imp/files/recording.wav'\n",
+    "utf-8 playlist": "#EXTM3U\n#EXTINF:10,Réunion\n/srv/réunion.mp3\n".encode(),
+}
+
+
+@pytest.mark.parametrize("front", [_ID3, _ID3 + bytes(40), b"\xff\xfb", b"\xff\xf1"],
+                         ids=["id3", "id3 with padding", "mpeg frame sync", "adts sync"])
+@pytest.mark.parametrize("text", PLAYLISTS.values(), ids=PLAYLISTS.keys())
+def test_an_audio_header_in_front_of_text_is_refused(tmp_path, front, text):
+    path = _write(tmp_path, "call.mp3", front + text)
+    with pytest.raises(UnsupportedFormat) as err:
+        detect_kind(path)
+    assert "call.mp3" in err.value.detail and "holds text" in err.value.detail
+    with pytest.raises(UnsupportedFormat):
+        media_demuxer(path)
+
+
+def test_a_file_of_nothing_but_id3_tags_is_refused(tmp_path):
+    with pytest.raises(UnsupportedFormat, match="nothing but audio tags"):
+        media_demuxer(_write(tmp_path, "tags.mp3", _ID3 * 20))
+
+
+@pytest.mark.parametrize("text", [b"Notes from Monday\n", b"#EXTM3U\n/srv/a.mp3\n", b"[playlist]\nFile1=a.mp3\n"],
+                         ids=["notes", "bare m3u", "pls"])
+def test_text_has_no_demuxer(tmp_path, text):
+    assert media_demuxer(_write(tmp_path, "call.mp3", text)) is None
+
+
+def test_a_pipe_gets_no_demuxer_and_does_not_block(tmp_path):
+    fifo = tmp_path / "call.wav"
+    os.mkfifo(fifo)
+    with pytest.raises(UnsupportedFormat, match="not a regular file"):
+        media_demuxer(fifo)
 
 
 

@@ -9,9 +9,11 @@ PDF named ``report.txt`` is still a PDF.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import stat
 import zipfile
+import zlib
 from pathlib import Path
 
 from core.errors import CorruptDocument, EmptyDocument, NotFound, UnsupportedFormat
@@ -49,19 +51,29 @@ _RIFF_KINDS = {b"WEBP": "a WebP image"}
 
 # Audio and video containers, all decoded by ffmpeg (see core.ingest.media).
 MEDIA = "media"
+# ffmpeg's demuxer for each container, named as `ffmpeg -demuxers` lists it. core.ingest.media
+# forces this demuxer and allows no other: ffmpeg's own probing would also pick playlists (hls),
+# scripts (concat) or manifests (dash, imf) that open further files, whatever the file is called.
+MOV_DEMUXER = "mov,mp4,m4a,3gp,3g2,mj2"
 # Each magic is followed by bytes that text never has (a version byte, a binary length),
 # so notes that merely start with "fLaC is a codec" or "caffeine" stay text.
-_MEDIA_MAGIC: tuple[bytes, ...] = (
-    b"OggS\x00",  # Ogg Vorbis / Opus, stream structure version 0
-    b"\x1a\x45\xdf\xa3",  # Matroska / WebM (EBML)
-    b"#!AMR\n",
-    b"#!AMR-WB\n",
-    b"caff\x00\x01",  # Core Audio, version 1
-    b"\x30\x26\xb2\x75\x8e\x66\xcf\x11",  # ASF: WMA / WMV
+_MEDIA_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"OggS\x00", "ogg"),  # Ogg Vorbis / Opus, stream structure version 0
+    (b"\x1a\x45\xdf\xa3", "matroska,webm"),  # Matroska / WebM (EBML)
+    (b"#!AMR\n", "amr"),
+    (b"#!AMR-WB\n", "amr"),
+    (b"caff\x00\x01", "caf"),  # Core Audio, version 1
+    (b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", "asf"),  # ASF: WMA / WMV
+    (b"riff\x2e\x91\xcf\x11\xa5\xd6\x28\xdb\x04\xc1\x00\x00", "w64"),  # Sony Wave64's RIFF GUID
 )
-_RIFF_MEDIA = frozenset({b"WAVE", b"AVI "})
-# MPEG audio frame sync (MP3 without an ID3 tag) and ADTS AAC.
-_FRAME_SYNC = (b"\xff\xfb", b"\xff\xfa", b"\xff\xf3", b"\xff\xf2", b"\xff\xe3", b"\xff\xf1", b"\xff\xf9")
+_RIFF_MEDIA = {b"WAVE": "wav", b"AVI ": "avi"}
+# MPEG audio frame sync (MP3 without an ID3 tag), and ADTS AAC.
+_MPEG_SYNC = (b"\xff\xfb", b"\xff\xfa", b"\xff\xf3", b"\xff\xf2", b"\xff\xe3")
+_ADTS_SYNC = (b"\xff\xf1", b"\xff\xf9")
+# How much of what follows an ID3 tag (or a frame sync) is looked at to tell audio from text.
+_SNIFF_BYTES = 256
+# ffmpeg skips any number of ID3v2 tags in a row; a file starting with this many is not a recording.
+_MAX_ID3_TAGS = 8
 
 # Office Open XML: the main part's usual name, then its content type for files
 # whose producer named the part differently.
@@ -70,6 +82,8 @@ _OOXML_PARTS = (
     ("ppt/presentation.xml", "pptx"),
     ("xl/workbook.xml", "xlsx"),
 )
+# Real [Content_Types].xml parts are a few KB; reading is stopped here, however far the part expands.
+_CONTENT_TYPES_BYTES = 1 << 20
 _OOXML_TYPES = (
     ("wordprocessingml.document.main+xml", "docx"),
     ("wordprocessingml.template.main+xml", "docx"),
@@ -83,10 +97,11 @@ _OOXML_TYPES = (
 )
 
 _SRT_SHAPE = re.compile(r"\A\s*\d+[ \t]*\r?\n[^\n]*-->")
-_HTML_SHAPE = re.compile(
-    r"\A\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html[\s>])",
-    re.IGNORECASE | re.DOTALL,
-)
+# HTML is found by a scan (see _looks_like_html), never by one regex over the comments before
+# <html>: "(?:<!--.*?-->\s*)*" backtracks exponentially ("<!---->" * 25 + "x" took 30 s). The
+# regexes below are matched at one position each, and no quantifier in them can overlap another.
+_SPACE = re.compile(r"\s*")
+_HTML_START = re.compile(r"<(?:!doctype\s+html|html[\s>])", re.IGNORECASE)
 _HEADER_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9-]*):[ \t]")
 _EMAIL_HEADERS = frozenset(
     {"from", "to", "cc", "subject", "date", "received", "message-id", "mime-version", "return-path"}
@@ -123,19 +138,31 @@ def detect_kind(path: Path) -> str:
 
 def _read_head(path: Path) -> bytes:
     try:
+        # A device or FIFO is refused without being opened (opening some devices acts on them),
+        # and again on the open descriptor in case the name was swapped in between. O_NONBLOCK:
+        # opening a FIFO without a writer would otherwise block for ever.
         mode = path.stat().st_mode
-        if stat.S_ISDIR(mode):
-            raise UnsupportedFormat(f"{path.name} is a directory, not a file")
-        # A FIFO or device would block open() or read forever; only regular files are documents.
         if not stat.S_ISREG(mode):
-            raise UnsupportedFormat(f"{path.name} is not a regular file (a pipe, socket or device)")
-        with path.open("rb") as f:
-            head = f.read(HEAD_BYTES)
+            _refuse_irregular(path, mode)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError as e:
         raise NotFound(f"no such file: {path}") from e
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        _refuse_irregular(path, mode)
+    with os.fdopen(fd, "rb") as f:
+        head = f.read(HEAD_BYTES)
     if not head:
         raise EmptyDocument(f"{path.name} is empty (0 bytes)")
     return head
+
+
+def _refuse_irregular(path: Path, mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise UnsupportedFormat(f"{path.name} is a directory, not a file")
+    # A FIFO or device would block read() or never end; only regular files are documents.
+    raise UnsupportedFormat(f"{path.name} is not a regular file (a pipe, socket or device)")
 
 
 def _binary_kind(path: Path, head: bytes) -> str | None:
@@ -144,7 +171,7 @@ def _binary_kind(path: Path, head: bytes) -> str | None:
         return "pdf"
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return _zip_kind(path, head)
-    if _is_media(head):
+    if _media_demuxer(path, head) is not None:
         return MEDIA
     for magic, offset, what in _FOREIGN_MAGIC:
         if head[offset : offset + len(magic)] == magic:
@@ -158,25 +185,98 @@ def _binary_kind(path: Path, head: bytes) -> str | None:
     return None
 
 
-def _is_media(head: bytes) -> bool:
-    if head.startswith(_MEDIA_MAGIC):
-        return True
+def media_demuxer(path: Path) -> str | None:
+    """The ffmpeg demuxer that reads the recording at ``path``, judged by its content alone.
+
+    None when the content is no recording this module recognises. Raises
+    UnsupportedFormat for what is not a regular file and for an audio tag or
+    frame header in front of text: a playlist or script dressed as an MP3.
+    """
+    return _media_demuxer(path, _read_head(path))
+
+
+def _media_demuxer(path: Path, head: bytes) -> str | None:
+    offset, window = 0, head
+    for _ in range(_MAX_ID3_TAGS):
+        size = _id3_size(window)
+        if size is None:
+            break
+        offset += size
+        window = head[offset:] if len(head) - offset >= _SNIFF_BYTES else _bytes_at(path, offset, _SNIFF_BYTES)
+    else:
+        raise UnsupportedFormat(f"{path.name} holds nothing but audio tags, not a recording")
+    if offset == 0:
+        return _container(path, head)
+    # Taggers pad the tag with NUL bytes; some leave more padding than the tag's size says.
+    after = window.lstrip(b"\x00")
+    if not after:
+        return "mp3"  # a tag and nothing else: ffmpeg reports that there is no audio
+    found = _container(path, after)
+    if found is not None:
+        return found
+    if _looks_like_text(after[:_SNIFF_BYTES]):
+        raise UnsupportedFormat(
+            f"{path.name} starts with an audio tag but holds text (a playlist or script?), not a recording"
+        )
+    # MP3 encoders may leave junk between the tag and the first frame; ffmpeg's mp3 demuxer resyncs.
+    return "mp3"
+
+
+def _container(path: Path, head: bytes) -> str | None:
+    for magic, demuxer in _MEDIA_MAGIC:
+        if head.startswith(magic):
+            return demuxer
     if head[:4] in (b"RIFF", b"RF64", b"BW64") and head[8:12] in _RIFF_MEDIA:
-        return True
+        return _RIFF_MEDIA[head[8:12]]
     # FLAC: the first metadata block is STREAMINFO (type 0), 34 bytes long.
-    if head.startswith(b"fLaC") and head[4] & 0x7F == 0 and head[5:8] == b"\x00\x00\x22":
-        return True
+    if head.startswith(b"fLaC") and len(head) >= 8 and head[4] & 0x7F == 0 and head[5:8] == b"\x00\x00\x22":
+        return "flac"
     # MP4/MOV/M4A/3GP: a first box of plausible binary size whose type is "ftyp" (or a bare QuickTime atom).
     size = int.from_bytes(head[:4], "big")
     if 8 <= size <= 4096 and head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free"):
-        return True
+        return MOV_DEMUXER
     if head.startswith(b"FORM") and head[8:12] in (b"AIFF", b"AIFC") and b"COMM" in head[12:128]:
-        return True
-    # An ID3v2 tag: version 2-4, revision, flags, then a syncsafe size (high bits clear).
-    if head.startswith(b"ID3") and len(head) >= 10 and head[3] in (2, 3, 4) and head[4] < 0xFF \
-            and all(b < 0x80 for b in head[6:10]):
-        return True
-    return head[:2] in _FRAME_SYNC
+        return "aiff"
+    if head[:2] in _MPEG_SYNC or head[:2] in _ADTS_SYNC:
+        if _looks_like_text(head[2:2 + _SNIFF_BYTES]):
+            raise UnsupportedFormat(
+                f"{path.name} starts like an MPEG audio frame but holds text (a playlist or script?), "
+                "not a recording"
+            )
+        return "mp3" if head[:2] in _MPEG_SYNC else "aac"
+    return None
+
+
+def _id3_size(head: bytes) -> int | None:
+    """The length of the ID3v2 tag ``head`` starts with, or None when it starts with none."""
+    # Version 2-4, a revision, flags, then a syncsafe size (the high bit of each byte clear).
+    if not (head.startswith(b"ID3") and len(head) >= 10 and head[3] in (2, 3, 4) and head[4] < 0xFF
+            and all(b < 0x80 for b in head[6:10])):
+        return None
+    size = 10 + (head[6] << 21 | head[7] << 14 | head[8] << 7 | head[9])
+    return size + 10 if head[3] == 4 and head[5] & 0x10 else size  # an ID3v2.4 footer
+
+
+def _looks_like_text(data: bytes) -> bool:
+    """Whether ``data`` is printable UTF-8 (audio frames carry NUL bytes and invalid UTF-8 within a few bytes)."""
+    if not data or b"\x00" in data:
+        return False
+    text = data.decode("utf-8", "replace")
+    # The window may cut the last character in two; anything else that fails to decode is binary.
+    body = text[:-1] if len(text) > 1 else text
+    return "\ufffd" not in body and all(c.isprintable() or c in "\t\r\n\f\v" for c in body)
+
+
+def _bytes_at(path: Path, offset: int, size: int) -> bytes:
+    with path.open("rb") as f:  # a regular file: _read_head checked it
+        f.seek(offset)
+        return f.read(size)
+
+
+def _part_head(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
+    """The first ``limit`` bytes of a ZIP part: decompressed as far as that only (a part may be a bomb)."""
+    with archive.open(name) as part:
+        return part.read(limit)
 
 
 def _zip_kind(path: Path, head: bytes) -> str:
@@ -187,15 +287,16 @@ def _zip_kind(path: Path, head: bytes) -> str:
                 if part in names:
                     return kind
             if "[Content_Types].xml" in names:
-                types = archive.read("[Content_Types].xml").decode("utf-8", "replace").lower()
+                types = _part_head(archive, "[Content_Types].xml", _CONTENT_TYPES_BYTES)
+                types = types.decode("utf-8", "replace").lower()
                 for marker, kind in _OOXML_TYPES:
                     if marker in types:
                         return kind
-            if "mimetype" in names and b"opendocument" in archive.read("mimetype"):
+            if "mimetype" in names and b"opendocument" in _part_head(archive, "mimetype", 128):
                 raise UnsupportedFormat(
                     f"{path.name} is an OpenDocument file; save it as .docx, .xlsx or .pptx"
                 )
-    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as e:
+    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, zlib.error) as e:
         # The central directory sits at the end, so a truncated upload lands here;
         # the part names in the local headers still say what it was meant to be.
         for part, kind in _OOXML_PARTS:
@@ -213,7 +314,7 @@ def _text_kind(path: Path, head: bytes) -> str:
         return "vtt"
     if _SRT_SHAPE.match(text):
         return "srt"
-    if _HTML_SHAPE.match(text):
+    if _looks_like_html(text):
         return "html"
     if _looks_like_email(text):
         return "email"
@@ -223,6 +324,26 @@ def _text_kind(path: Path, head: bytes) -> str:
     if suffix not in _PLAIN_EXTENSIONS and _looks_like_csv(text):
         return "csv"
     return "text"
+
+
+def _looks_like_html(text: str) -> bool:
+    """Whether ``text`` opens with <!doctype html> or <html>, after an XML declaration and comments.
+
+    Each step moves forward with find() or an anchored match, so the whole
+    scan reads the text once, whatever it holds.
+    """
+    at = _SPACE.match(text).end()
+    if text[at:at + 5].lower() == "<?xml":
+        end = text.find(">", at + 5)
+        if end < 0:
+            return False
+        at = _SPACE.match(text, end + 1).end()
+    while text.startswith("<!--", at):
+        end = text.find("-->", at + 4)  # a comment ends at the first "-->"
+        if end < 0:
+            return False
+        at = _SPACE.match(text, end + 3).end()
+    return _HTML_START.match(text, at) is not None
 
 
 def _looks_like_email(text: str) -> bool:

@@ -13,7 +13,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from slack_bolt import App, BoltResponse
+from slack_bolt import App, BoltRequest, BoltResponse
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
@@ -26,6 +26,9 @@ from core.engine import Engine
 from core.store.chat import ChatState
 
 log = logging.getLogger(__name__)
+
+# Slack's signatures are accepted 5 minutes either side of their timestamp: remember them for longer.
+REPLAY_WINDOW_S = 11 * 60
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,21 @@ def create_slack_bot(engine: Engine, state: ChatState, options: SlackOptions, *,
     deps.followups = FollowUps(deps, poll_s=options.poll_s)
 
     recent = RecentEvents()
+    signed = RecentEvents(ttl_s=REPLAY_WINDOW_S, max_events=100_000)
+
+    @app.middleware
+    def once_per_signature(request: BoltRequest, next) -> BoltResponse | None:  # noqa: A002 - bolt's name
+        """A signed request is valid for 5 minutes either side of its timestamp, so whoever captures one
+        (a proxy log, a leaked HAR file) could send it again: a second /ask, a second share in the channel.
+        Slack never sends the same signature twice (its retries of events are signed anew), so a signature
+        seen before is a replay, answered without running anything. Runs after bolt checked the signature,
+        so a forged request cannot use up a real one's. Socket Mode has no signatures and needs none: only
+        Slack can write to that connection."""
+        signature = (request.headers.get("x-slack-signature") or [""])[0]
+        if request.mode == "http" and signature and not signed.first_delivery(signature):
+            log.warning("ignoring a replayed Slack request (a signature already seen)")
+            return BoltResponse(status=200, body="")
+        return next()
 
     @app.middleware
     def once_per_event(body: dict, next) -> BoltResponse | None:  # noqa: A002 - bolt's argument name

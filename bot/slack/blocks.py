@@ -25,8 +25,20 @@ Block = dict[str, Any]
 
 
 def escape(text: str) -> str:
-    """Slack's three control characters, so document text never forms links or mentions."""
+    """Slack's three control characters, so document text never forms links or mentions.
+
+    For every field Slack reads as markup: a message's ``text``, mrkdwn text objects.
+    """
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def unmarked(text: str) -> str:
+    """Text for a field Slack shows as it is (plain_text objects, a file's title and name).
+
+    Slack escapes those itself, so ``&lt;`` would be shown as typed; the angle brackets
+    that would form markup, were the field ever read as mrkdwn, become look-alikes instead.
+    """
+    return text.replace("<", "\u2039").replace(">", "\u203a")
 
 
 def split_text(text: str, limit: int = SECTION_LIMIT) -> list[str]:
@@ -49,11 +61,17 @@ def split_text(text: str, limit: int = SECTION_LIMIT) -> list[str]:
 
 
 def sections(text: str) -> list[Block]:
-    return [{"type": "section", "text": {"type": "mrkdwn", "text": part}} for part in split_text(text)]
+    """Sections of escaped text. ``verbatim``: Slack adds no links or mentions of its own to what a
+    document says; the markup IMP writes itself (mentions of owners, bold) still works."""
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": part, "verbatim": True}}
+            for part in split_text(text)]
 
 
-def context(text: str) -> Block:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:SECTION_LIMIT]}]}
+def context(text: str, *, verbatim: bool = False) -> Block:
+    element: Block = {"type": "mrkdwn", "text": text[:SECTION_LIMIT]}
+    if verbatim:  # it holds words from a document or a person
+        element["verbatim"] = True
+    return {"type": "context", "elements": [element]}
 
 
 def _markdown_to_mrkdwn(text: str) -> str:
@@ -90,7 +108,7 @@ def answer_blocks(answer: Answer, *, share: bool = False, shared_by: str | None 
     footer = FEEDBACK_HINT
     if shared_by:
         footer = f"Shared by <@{shared_by}> · asked: “{escape(answer.question[:200])}” · {FEEDBACK_HINT}"
-    blocks.append(context(footer))
+    blocks.append(context(footer, verbatim=shared_by is not None))
     if share:
         blocks.append({"type": "actions", "elements": [{
             "type": "button", "action_id": SHARE_ACTION, "value": answer.answer_id,
@@ -99,8 +117,8 @@ def answer_blocks(answer: Answer, *, share: bool = False, shared_by: str | None 
 
 
 def answer_text(answer: Answer) -> str:
-    """The plain fallback: notifications, screen readers, and the thread history IMP reads back."""
-    return split_text(answer.text or "(no answer)", TEXT_LIMIT)[0]
+    """The fallback ``text``: notifications and screen readers. Slack reads it as markup, so it is escaped."""
+    return split_text(escape(answer.text or "(no answer)"), TEXT_LIMIT)[0]
 
 
 def batches(blocks: list[Block], limit: int = MESSAGE_BLOCKS) -> list[list[Block]]:
@@ -126,14 +144,14 @@ def minutes_blocks(minutes: Minutes, *, source: str, owners: dict[str, str] | No
     owners = owners or {}
     facts = [f"*{escape(source)}*"]
     if minutes.date:
-        facts.append(minutes.date)
+        facts.append(escape(minutes.date))
     if minutes.attendees:
         facts.append("attendees: " + escape(", ".join(minutes.attendees)))
     if requested_by:
         facts.append(f"requested by <@{requested_by}>")
     blocks: list[Block] = [
-        {"type": "header", "text": {"type": "plain_text", "text": f"Minutes: {minutes.title}"[:150]}},
-        context(" · ".join(facts)),
+        {"type": "header", "text": {"type": "plain_text", "text": unmarked(f"Minutes: {minutes.title}")[:150]}},
+        context(" · ".join(facts), verbatim=True),
     ]
     blocks += sections("*Summary*\n" + (escape(minutes.summary) or "_No summary._"))
 
@@ -145,7 +163,7 @@ def minutes_blocks(minutes: Minutes, *, source: str, owners: dict[str, str] | No
     actions = []
     for a in minutes.action_items:
         owner = f"<@{owners[a.owner]}>" if a.owner and a.owner in owners else escape(a.owner or "unassigned")
-        due = f" — due {a.due}" if a.due else (f" — {escape(a.due_text)}" if a.due_text else "")
+        due = f" — due {escape(a.due)}" if a.due else (f" — {escape(a.due_text)}" if a.due_text else "")
         actions.append(f"• {owner}: {escape(a.task)}{due}{_moment(a.evidence, minutes.timed)}")
     listing("Action items", actions, "No action items.")
     if minutes.open_questions:
@@ -159,7 +177,7 @@ def minutes_blocks(minutes: Minutes, *, source: str, owners: dict[str, str] | No
 
 
 def minutes_text(minutes: Minutes, source: str) -> str:
-    return split_text(f"Minutes of {source}: {minutes.summary}", TEXT_LIMIT)[0]
+    return split_text(escape(f"Minutes of {source}: {minutes.summary}"), TEXT_LIMIT)[0]
 
 
 # -- ingestion and progress ------------------------------------------------------------

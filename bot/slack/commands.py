@@ -16,11 +16,14 @@ from bot.slack.blocks import SHARE_ACTION, answer_blocks, answer_text, escape, p
 from bot.slack.deps import SlackDeps, post_answer, reason
 from bot.slack.files import FileRefusal, find_recording, shared_file
 from bot.slack.scopes import is_dm
+from core.generate.redaction import removed_sources
 
 log = logging.getLogger(__name__)
 
 ASK_WORKING = ":mag: Looking that up…"
 ASK_USAGE = "Usage: `/ask QUESTION`, for example `/ask what is the hotel allowance in Europe?`"
+REMOVED_SINCE = (":no_entry: A source of that answer was deleted, unshared or replaced since it was given, so I "
+                 "will not share it. Ask again for an answer from what is available now.")
 MINUTES_USAGE = ("Usage: `/minutes` (the latest recording shared in this channel), `/minutes last`, or "
                  "`/minutes FILE-LINK` (a recording or transcript shared in this channel).")
 
@@ -35,7 +38,8 @@ def register(app: App, deps: SlackDeps) -> None:
         if not question:
             return
         try:
-            scopes = deps.scopes.for_message(command["channel_id"], command["user_id"])
+            # Only the asker sees the answer, so what they may see decides (a shared channel does not matter).
+            scopes = deps.scopes.for_asker(command["channel_id"], command["user_id"], team_hint=command.get("team_id"))
             answer = deps.engine.ask(question, scopes)
         except Exception as e:
             respond(response_type="ephemeral", text=f":warning: I could not answer that: {escape(reason(e))}")
@@ -44,11 +48,18 @@ def register(app: App, deps: SlackDeps) -> None:
 
     def run_share(body: dict, action: dict, respond: Respond) -> None:
         """Post a privately given answer in the channel, if every scope it was answered from is visible there
-        (not only the cited ones: the answer may draw on every passage it was written from)."""
+        (not only the cited ones: the answer may draw on every passage it was written from), and if none of
+        its sources was removed since. Sharing only what remains would put in the channel an answer its asker
+        never saw, missing what it rested on; asking again gives a whole answer from what is there now."""
         user, channel = body["user"]["id"], (body.get("channel") or {}).get("id")
         try:
             answer = deps.engine.answer(action["value"])
-            if not channel or not set(answer.scopes) <= set(deps.scopes.for_message(channel, user)):
+            if removed_sources(answer):
+                respond(response_type="ephemeral", replace_original=False, text=REMOVED_SINCE)
+                return
+            visible = deps.scopes.for_message(channel, user, team_hint=(body.get("user") or {}).get("team_id")) \
+                if channel else []
+            if not channel or not set(answer.scopes) <= set(visible):
                 respond(response_type="ephemeral", replace_original=False,
                         text=":no_entry: That answer draws on sources this channel cannot see, so it stays private.")
                 return

@@ -145,6 +145,8 @@ def download(deps: SlackDeps, f: dict[str, Any], dest: Path) -> Path:
         raise DownloadError(f"Slack answered {e.code} to the download of {f.get('name')}") from e
     except (urllib.error.URLError, TimeoutError, OSError) as e:
         raise DownloadError(f"the download of {f.get('name')} failed: {e}") from e
+    except ValueError as e:  # a link urllib will not request (a space or control character in it)
+        raise DownloadError(f"Slack gave an unusable download link for {f.get('name')}") from e
     return dest
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from slack_sdk.errors import SlackApiError
 
-from bot.slack.blocks import escape, indexed_text, minutes_blocks, minutes_text, progress_text
+from bot.slack.blocks import escape, indexed_text, minutes_blocks, minutes_text, progress_text, unmarked
 from bot.slack.deps import reason
 from bot.slack.files import fetch
 from core.errors import NotFound
@@ -181,10 +181,11 @@ class FollowUps:
                                              blocks=blocks)["ts"]
             # Should the upload have to wait for a later round, that round updates this message, not a new one.
             task = self._deps.state.update_task(task.task_id, status_ts=thread)
-        stem = Path(name).stem or "meeting"
+        stem = unmarked(Path(name).stem) or "meeting"
         try:
+            # A file's name and title are shown as they are, never read as markup (bot.slack.blocks.unmarked).
             client.files_upload_v2(channel=task.channel, thread_ts=thread, content=to_markdown(minutes),
-                                   filename=f"minutes-{stem}.md", title=f"Minutes: {minutes.title}",
+                                   filename=f"minutes-{stem}.md", title=unmarked(f"Minutes: {minutes.title}"),
                                    initial_comment="The full minutes, with the quote and moment behind every item.")
         except SlackApiError as e:
             if _rate_limited(e):

@@ -1,7 +1,8 @@
 """Slack's HTTP endpoints in the FastAPI app: events, slash commands and interactions.
 
 Bolt verifies each request's signature and timestamp (401 for unsigned, forged or
-stale ones) and acks; the dispatch runs in a worker thread so a slow database
+stale ones; a valid one sent a second time, a replay, is acked and ignored, see
+bot.slack.app) and acks; the dispatch runs in a worker thread so a slow database
 write never holds the event loop while other requests wait for their ack.
 
 A request Slack cannot have sent (a timestamp that is not a number, a body that

@@ -5,22 +5,30 @@ hourglass reaction shows IMP is on it, the thread's earlier messages (in a DM
 without threads, its last few minutes) make a follow-up understandable, and the
 answer (or the reason there is none) is posted in the thread with its numbered
 sources. Slack's markup (links, channel names, &amp;) is read as the person typed it.
+
+IMP's own earlier answers in that history are read back from the answer log, not from
+Slack's copy of the message: an answer whose sources were deleted or unshared since
+is redacted there, so a follow-up never replays the removed text into the model.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from itertools import islice
 from collections import deque
+from collections.abc import Callable
+from itertools import islice
 from typing import Any
 
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.slack.blocks import TEXT_LIMIT
 from bot.slack.deps import SlackDeps, bot_identity, post_answer, post_error, react, strip_mentions
+from bot.slack.people import People
 from bot.slack.scopes import is_dm
+from core.errors import NotFound
 from core.models import Message
 
 log = logging.getLogger(__name__)
@@ -52,29 +60,17 @@ def _markup(m: re.Match) -> str:
     return label or target.removeprefix("mailto:")  # <https://...|label>
 
 
-_PERSON = re.compile(r"<@([UW][A-Z0-9]+)(?:\|([^>]*))?>")
+_PERSON = re.compile(r"<@([UW][A-Z0-9]+)(?:\|([^<>]*))?>")  # "[^<>]": linear, as deps._MENTION
 
 
-def name_people(client: WebClient, text: str, me: str | None) -> str:
+def name_people(people: People, text: str, me: str | None) -> str:
     """Other people's mentions as their names ("what did <@U0BOB> say" asks about Bob); IMP's stays a mention."""
-    names: dict[str, str] = {}
 
     def name(m: re.Match[str]) -> str:
         user_id, label = m.group(1), m.group(2)
         if user_id == me:
             return m.group(0)
-        if label:
-            return label
-        if user_id not in names:
-            try:
-                user = client.users_info(user=user_id)["user"]
-                profile = user.get("profile") or {}
-                names[user_id] = (profile.get("display_name") or profile.get("real_name")
-                                  or user.get("real_name") or user.get("name") or "")
-            except SlackApiError as e:
-                log.info("could not name %s in a question: %s", user_id, e.response.get("error"))
-                names[user_id] = ""
-        return names[user_id]
+        return label or people.name(user_id)
 
     return _PERSON.sub(name, text)
 
@@ -85,7 +81,13 @@ def plain_text(text: str) -> str:
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
-def _turns(messages: list[dict], before_ts: str, me: tuple[str | None, str | None]) -> list[Message]:
+# What IMP said in a thread, as IMP holds it now: an answer is read back from the answer log, which
+# redacts sources deleted or unshared since (Slack's copy of the message still quotes them).
+Recall = Callable[[str], str | None]
+
+
+def _turns(messages: list[dict], before_ts: str, me: tuple[str | None, str | None],
+           recall: Recall | None = None) -> list[Message]:
     history = []
     for m in messages:
         if float(m.get("ts", "0")) >= float(before_ts):
@@ -93,14 +95,35 @@ def _turns(messages: list[dict], before_ts: str, me: tuple[str | None, str | Non
         mine = (me[0] is not None and m.get("user") == me[0]) or (me[1] is not None and m.get("bot_id") == me[1])
         if not mine and (m.get("bot_id") or m.get("subtype") not in (None, "thread_broadcast")):
             continue  # other bots' chatter, joins and edits are not part of the conversation
+        stored = recall(m.get("ts", "")) if mine and recall is not None else None
+        if stored is not None:
+            # An answer no longer kept is nothing to replay; one long answer posted as several messages, once.
+            if stored and not (history and history[-1] == Message("assistant", stored)):
+                history.append(Message("assistant", stored))
+            continue
         text = plain_text(m.get("text") or "")
         if text:
             history.append(Message("assistant" if mine else "user", text))
     return history[-HISTORY_MESSAGES:]
 
 
+def recall_answers(deps: SlackDeps, channel: str) -> Recall:
+    """IMP's posted answers in ``channel`` by message ts, as the answer log serves them now."""
+
+    def recall(ts: str) -> str | None:
+        answer_id = deps.state.answer_at(channel, ts)
+        if answer_id is None:
+            return None  # not an answer (a greeting, a status): Slack's text is IMP's own words
+        try:
+            return deps.engine.answer(answer_id).text[:TEXT_LIMIT]
+        except NotFound:
+            return ""  # an answer IMP no longer keeps is nothing to replay
+
+    return recall
+
+
 def thread_history(client: WebClient, channel: str, thread_ts: str | None, before_ts: str,
-                   me: tuple[str | None, str | None]) -> list[Message]:
+                   me: tuple[str | None, str | None], recall: Recall | None = None) -> list[Message]:
     """The thread's latest earlier messages as a conversation: IMP's own are the assistant's turns.
 
     Slack lists a thread oldest first, so a long thread is read to its end. A
@@ -119,11 +142,11 @@ def thread_history(client: WebClient, channel: str, thread_ts: str | None, befor
         log.warning("could not read thread %s in %s (%s); answering without it",
                     thread_ts, channel, e.response.get("error"))
         return []
-    return _turns(list(recent), before_ts, me)
+    return _turns(list(recent), before_ts, me, recall)
 
 
 def dm_history(client: WebClient, channel: str, before_ts: str,
-               me: tuple[str | None, str | None]) -> list[Message]:
+               me: tuple[str | None, str | None], recall: Recall | None = None) -> list[Message]:
     """A DM's last few minutes, for a follow-up asked at the top level of the DM rather than in a thread."""
     oldest = f"{float(before_ts) - DM_FOLLOW_UP_S:.6f}"
     try:
@@ -132,10 +155,10 @@ def dm_history(client: WebClient, channel: str, before_ts: str,
     except SlackApiError as e:
         log.warning("could not read the DM %s (%s); answering without it", channel, e.response.get("error"))
         return []
-    return _turns(list(reversed(page.get("messages") or [])), before_ts, me)  # Slack lists newest first
+    return _turns(list(reversed(page.get("messages") or [])), before_ts, me, recall)  # Slack lists newest first
 
 
-def answer_event(deps: SlackDeps, event: dict[str, Any], context: Any) -> None:
+def answer_event(deps: SlackDeps, event: dict[str, Any], context: Any, body: dict[str, Any] | None = None) -> None:
     """Answer a question asked in a message, in its thread, from what the asker may see."""
     if event.get("bot_id") or not event.get("user"):
         return  # IMP's own messages and other bots' are never questions
@@ -145,18 +168,20 @@ def answer_event(deps: SlackDeps, event: dict[str, Any], context: Any) -> None:
     reply_ts = event.get("thread_ts") or (None if dm else ts)
     question = plain_text(event.get("text") or "")
     if question and "<@" in (event.get("text") or ""):
-        question = plain_text(name_people(client, event["text"], bot_identity(context)[0]))
+        question = plain_text(name_people(deps.scopes.people, event["text"], bot_identity(context)[0]))
     if not question:
         client.chat_postMessage(channel=channel, thread_ts=reply_ts, text=USAGE)
         return
     react(client, channel, ts, WORKING)
     try:
-        scopes = deps.scopes.for_message(channel, user, event.get("channel_type"))
+        scopes = deps.scopes.for_message(channel, user, event.get("channel_type"), team_hint=event.get("user_team"),
+                                         shared_outside=bool((body or {}).get("is_ext_shared_channel")))
         me = bot_identity(context)
+        recall = recall_answers(deps, channel)
         if event.get("thread_ts") or not dm:
-            history = thread_history(client, channel, event.get("thread_ts"), ts, me)
+            history = thread_history(client, channel, event.get("thread_ts"), ts, me, recall)
         else:
-            history = dm_history(client, channel, ts, me)
+            history = dm_history(client, channel, ts, me, recall)
         answer = deps.engine.ask(question, scopes, history)
         post_answer(deps, channel, reply_ts, answer)
     except Exception as e:  # never silent: every question gets an answer or a reason
@@ -166,12 +191,12 @@ def answer_event(deps: SlackDeps, event: dict[str, Any], context: Any) -> None:
 
 
 def register(app: App, deps: SlackDeps) -> None:
-    def on_mention(event: dict, context: Any) -> None:
-        answer_event(deps, event, context)
+    def on_mention(event: dict, context: Any, body: dict) -> None:
+        answer_event(deps, event, context, body)
 
-    def on_message(event: dict, context: Any) -> None:
+    def on_message(event: dict, context: Any, body: dict) -> None:
         if is_dm(event.get("channel", ""), event.get("channel_type")):
-            answer_event(deps, event, context)
+            answer_event(deps, event, context, body)
         # in channels IMP speaks when mentioned (app_mention), not on every message
 
     def on_thread_started(event: dict) -> None:

@@ -3,6 +3,8 @@
 The ids seen are kept in memory for an hour (Slack retries within minutes), so the
 check costs no database write on the ack path. After a restart a retry is handled
 again, which is what should happen: the first delivery's work died with the process.
+The same bounded memory holds the request signatures seen in the last minutes, so a
+captured request sent again (a replay) is not run twice (bot.slack.app).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ class RecentEvents:
         self._lock = threading.Lock()
 
     def first_delivery(self, event_id: str) -> bool:
-        """True the first time ``event_id`` is seen; False for every retry of it within the hour."""
+        """True the first time ``event_id`` is seen; False for every retry of it within ``ttl_s``."""
         now = time.monotonic()
         with self._lock:
             while self._seen and (len(self._seen) >= self._max or next(iter(self._seen.values())) < now - self._ttl):

@@ -1,10 +1,17 @@
-"""The answer log: every answer with its question, citations, scopes, model and timings."""
+"""The answer log: every answer with its question, citations, scopes, model and timings.
+
+The log keeps what was answered, but reading an answer back serves only what is still
+there: citations of documents deleted, unshared or replaced since are redacted, with the
+sentences resting on them (core.generate.redaction). Every front door reads answers
+through ``get``, so none can serve a removed document's text again.
+"""
 
 from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
 from core.errors import NotFound
+from core.generate.redaction import redact
 from core.models import Answer, Chunk, Citation
 from core.store.registry import DocumentRegistry
 from core.store.schema import AnswerRow
@@ -41,6 +48,12 @@ class AnswerLog:
             ))
 
     def get(self, answer_id: str) -> Answer:
+        """The answer as it may be shown now: sources no longer visible, and what rested on them, removed."""
+        stored = self._stored(answer_id)
+        visible = self._registry.visible_chunks(c.chunk.chunk_id for c in stored.citations)
+        return redact(stored, visible.keys())
+
+    def _stored(self, answer_id: str) -> Answer:
         with self._session() as s:
             row = s.get(AnswerRow, answer_id)
             if row is None:

@@ -102,6 +102,7 @@ def _view(fake: FakeSlack, channel: dict) -> dict:
     view = {"id": channel["id"], "name": channel["name"], "is_channel": public,
             "is_group": channel["is_private"] and not channel["is_im"], "is_im": channel["is_im"], "is_mpim": False,
             "is_private": channel["is_private"], "is_archived": False,
+            "is_ext_shared": channel.get("is_ext_shared", False), "is_shared": channel.get("is_ext_shared", False),
             "is_member": fake.bot_user_id in channel["members"]}
     if channel["is_im"]:
         view["user"] = channel["user"]

@@ -38,7 +38,7 @@ def sign(body: bytes, secret: str = SECRET, *, timestamp: int | None = None) -> 
 
 
 def event(inner: dict, *, event_id: str | None = None, team_id: str = "T0TEST", api_app_id: str = "A0IMP",
-          authorizations_user: str = "UIMPBOT") -> dict:
+          authorizations_user: str = "UIMPBOT", ext_shared: bool = False) -> dict:
     """The ``event_callback`` envelope around an inner event."""
     return {"token": VERIFICATION_TOKEN, "team_id": team_id, "api_app_id": api_app_id, "event": inner,
             "type": "event_callback",
@@ -46,13 +46,14 @@ def event(inner: dict, *, event_id: str | None = None, team_id: str = "T0TEST", 
             "event_time": int(time.time()),
             "authorizations": [{"enterprise_id": None, "team_id": team_id, "user_id": authorizations_user,
                                 "is_bot": True, "is_enterprise_install": False}],
-            "is_ext_shared_channel": False}
+            "is_ext_shared_channel": ext_shared}
 
 
 def event_request(inner: dict, secret: str = SECRET, *, event_id: str | None = None, timestamp: int | None = None,
-                  retry_num: int | None = None, retry_reason: str = "http_timeout") -> tuple[bytes, dict[str, str]]:
+                  retry_num: int | None = None, retry_reason: str = "http_timeout",
+                  ext_shared: bool = False) -> tuple[bytes, dict[str, str]]:
     """A signed Events API POST; retries carry X-Slack-Retry-Num/Reason like Slack's."""
-    body = json.dumps(event(inner, event_id=event_id)).encode()
+    body = json.dumps(event(inner, event_id=event_id, ext_shared=ext_shared)).encode()
     headers = {"Content-Type": "application/json", **sign(body, secret, timestamp=timestamp)}
     if retry_num is not None:
         headers["X-Slack-Retry-Num"] = str(retry_num)
@@ -84,14 +85,15 @@ def interaction_request(payload: dict, secret: str = SECRET, *,
 
 
 def block_action(action_id: str, value: str, *, user: str = "U0ALICE", channel: str = "C0GENERAL",
-                 response_url: str, message_ts: str | None = None, container_ephemeral: bool = True) -> dict:
+                 response_url: str, message_ts: str | None = None, container_ephemeral: bool = True,
+                 user_team: str = "T0TEST") -> dict:
     """A ``block_actions`` payload for a button click. Slack's container type is
     "message" for ephemeral messages too; ``is_ephemeral`` tells them apart, and
     only a non-ephemeral click carries the ``message``."""
     ts = message_ts if message_ts is not None else new_ts()
     payload: dict[str, Any] = {
         "type": "block_actions", "token": VERIFICATION_TOKEN, "api_app_id": "A0IMP",
-        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": "T0TEST"},
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": user_team},
         "team": {"id": "T0TEST", "domain": "test"}, "enterprise": None, "is_enterprise_install": False,
         "channel": {"id": channel, "name": channel.lower()},
         "container": {"type": "message", "message_ts": ts, "channel_id": channel,
@@ -106,13 +108,16 @@ def block_action(action_id: str, value: str, *, user: str = "U0ALICE", channel: 
 
 # ----- inner events ------------------------------------------------------------------------
 def app_mention(text: str, *, user: str = "U0ALICE", channel: str = "C0GENERAL", ts: str | None = None,
-                thread_ts: str | None = None) -> dict:
-    """``app_mention``; put ``<@UIMPBOT>`` in ``text`` as Slack would."""
+                thread_ts: str | None = None, user_team: str | None = None) -> dict:
+    """``app_mention``; put ``<@UIMPBOT>`` in ``text`` as Slack would. ``user_team``: the asker's own
+    team, which Slack adds in a channel shared with another organisation (Slack Connect)."""
     ts = ts if ts is not None else new_ts()
     inner = {"type": "app_mention", "user": user, "text": text, "ts": ts, "channel": channel, "event_ts": ts,
              "team": "T0TEST", "client_msg_id": f"cm-{ts}"}
     if thread_ts is not None:
         inner["thread_ts"] = thread_ts
+    if user_team is not None:
+        inner["user_team"] = inner["source_team"] = user_team
     return inner
 
 

@@ -33,7 +33,7 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from tests.fakes import slack_api
 
@@ -139,19 +139,29 @@ class FakeSlack:
 
     # ----- workspace set-up -----------------------------------------------------------
     def add_user(self, user_id: str, name: str, *, real_name: str | None = None,
-                 display_name: str | None = None, is_bot: bool = False, deleted: bool = False) -> dict:
+                 display_name: str | None = None, is_bot: bool = False, deleted: bool = False,
+                 guest: str | None = None, team_id: str | None = None) -> dict:
+        """Add a person. ``guest``: "multi" (is_restricted) or "single" (also is_ultra_restricted), as
+        users.info marks guests. ``team_id``: another organisation's team makes a Slack Connect user,
+        whom users.info marks ``is_stranger`` as Slack does for people outside the workspace."""
         real = real_name if real_name is not None else name
-        user = {"id": user_id, "team_id": self.team_id, "name": name, "real_name": real,
+        team = team_id or self.team_id
+        user = {"id": user_id, "team_id": team, "name": name, "real_name": real,
                 "deleted": deleted, "is_bot": is_bot,
-                "profile": {"real_name": real, "display_name": display_name or ""}}
+                "is_restricted": guest in ("multi", "single"), "is_ultra_restricted": guest == "single",
+                "profile": {"real_name": real, "display_name": display_name or "", "team": team}}
+        if team != self.team_id:
+            user["is_stranger"] = True
         with self._lock:
             self._users[user_id] = user
         return copy.deepcopy(user)
 
     def add_channel(self, channel_id: str, name: str | None = None, *, members: Iterable[str] = (),
-                    is_private: bool = False, is_im: bool = False, user: str | None = None) -> dict:
+                    is_private: bool = False, is_im: bool = False, user: str | None = None,
+                    is_ext_shared: bool = False) -> dict:
         """Add a channel. The bot is a member only if ``fake.bot_user_id`` is in ``members``
-        (else posting answers not_in_channel); a DM (``is_im``) always has its ``user`` and the bot."""
+        (else posting answers not_in_channel); a DM (``is_im``) always has its ``user`` and the bot.
+        ``is_ext_shared``: a Slack Connect channel, shared with another organisation."""
         members = list(members)
         if is_im:
             if user is None:
@@ -159,7 +169,7 @@ class FakeSlack:
             members += [m for m in (user, self.bot_user_id) if m not in members]
         channel = {"id": channel_id, "name": name if name is not None else ("" if is_im else channel_id.lower()),
                    "is_private": is_private, "is_im": is_im, "user": user if is_im else None,
-                   "members": members}
+                   "members": members, "is_ext_shared": is_ext_shared}
         with self._lock:
             self._channels[channel_id] = channel
             self._history.setdefault(channel_id, [])
@@ -241,9 +251,9 @@ class FakeSlack:
             "id": file_id, "name": name, "title": title if title is not None else name,
             "mimetype": mimetype, "filetype": filetype,
             "size": len(content) if size is None else size, "user": user, "created": int(time.time()),
-            "url_private": f"{self.url}files/{file_id}/{name}",
-            "url_private_download": f"{self.url}files/{file_id}/{name}",
-            "permalink": f"{self.url}team/files/{user}/{file_id}/{name}",
+            "url_private": f"{self.url}files/{file_id}/{quote(name)}",
+            "url_private_download": f"{self.url}files/{file_id}/{quote(name)}",
+            "permalink": f"{self.url}team/files/{user}/{file_id}/{quote(name)}",
             "channels": [], "groups": [], "ims": []}
         self._files[file_id] = file
         self._contents[file_id] = content

@@ -78,6 +78,21 @@ def test_post_then_history_and_replies(fake: FakeSlack, client: WebClient) -> No
         fake.wait_for("chat.postEphemeral", count=2, timeout=0.1)
 
 
+def test_users_info_marks_guests_and_people_of_other_organisations(fake: FakeSlack, client: WebClient) -> None:
+    fake.add_user("U0GUEST", "gus", guest="multi")
+    fake.add_user("U0SOLO", "sol", guest="single")
+    fake.add_user("U0EXT", "erin", team_id="T0OTHER")
+    member, guest, solo, ext = (client.users_info(user=u)["user"] for u in ("U0ALICE", "U0GUEST", "U0SOLO", "U0EXT"))
+    assert (member["team_id"], member["is_restricted"], member["is_ultra_restricted"]) == ("T0TEST", False, False)
+    assert "is_stranger" not in member
+    assert (guest["is_restricted"], guest["is_ultra_restricted"]) == (True, False)
+    assert (solo["is_restricted"], solo["is_ultra_restricted"]) == (True, True)
+    assert (ext["team_id"], ext["is_stranger"]) == ("T0OTHER", True)
+    fake.add_channel("C0SHARED", "partners", members=["U0ALICE", "U0EXT"], is_ext_shared=True)
+    assert client.conversations_info(channel="C0SHARED")["channel"]["is_ext_shared"] is True
+    assert client.conversations_info(channel="C0GENERAL")["channel"]["is_ext_shared"] is False
+
+
 def test_rate_limit_then_retry_and_scripted_failure(fake: FakeSlack, client: WebClient) -> None:
     fake.rate_limit("chat.postMessage", retry_after=7)
     with pytest.raises(SlackApiError) as err:

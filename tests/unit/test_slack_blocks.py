@@ -23,9 +23,11 @@ from bot.slack.blocks import (
     answer_blocks,
     answer_text,
     batches,
+    minutes_blocks,
+    minutes_text,
     split_text,
 )
-from core.models import Answer, Chunk, Citation
+from core.models import ActionItem, Answer, Chunk, Citation, Decision, Evidence, Minutes
 
 WORDS = ("reimbursed", "travel", "desk", "Europe", "hotel", "night", "receipts", "economy", "premium",
          "départ", "Übernachtung", "180", "EUR", "a", "of", "the")
@@ -170,3 +172,30 @@ def test_document_text_cannot_ping_people_or_forge_links():
     text = "Ask <!channel> or <@U0BOB> via <https://evil.example|the portal> & more."
     shown = json.dumps(answer_blocks(answer(text)))
     assert "<!channel>" not in shown and "<@U0BOB>" not in shown and "<https://" not in shown
+
+
+def test_the_fallback_text_is_escaped_like_the_blocks():
+    """``text`` is what notifications show, and Slack reads it as markup just as it reads the blocks."""
+    shown = answer_text(answer("Ask <!channel> or <@U0BOB> via <https://evil.example|the portal> & more [1]."))
+    assert shown == ("Ask &lt;!channel&gt; or &lt;@U0BOB&gt; via &lt;https://evil.example|the portal&gt; "
+                     "&amp; more [1].")
+
+
+def test_document_text_in_sections_is_verbatim_so_slack_adds_no_links_or_mentions():
+    blocks = answer_blocks(answer("Ping @channel at https://evil.example [1].", [Citation(1, chunk(1, page=2))]))
+    assert all(b["text"]["verbatim"] is True for b in blocks if b["type"] == "section")
+
+
+def test_minutes_from_a_hostile_transcript_carry_no_live_markup():
+    said = Evidence("<!channel> we ship", 2, None, None, "<@U0EVIL>")
+    minutes = Minutes(title="<!here> sync & review", date="2026-01-05", attendees=["<@U0EVIL>", "R&D"],
+                      summary="We met <!channel> & agreed on <https://evil.example|the portal>.", topics=[],
+                      decisions=[Decision("Ship <!everyone> now.", (said,))],
+                      action_items=[ActionItem("Tell <#C0EVIL>", "<!subteam^S1>", None, "by <!date^1|Friday>",
+                                               (said,))],
+                      open_questions=[], timed=False)
+    blocks = minutes_blocks(minutes, source="<!everyone> R&D.vtt")
+    text = minutes_text(minutes, "<!everyone> R&D.vtt")
+    assert "<" not in json.dumps(blocks) + text
+    assert re.search(r"&(?!amp;|lt;|gt;)", json.dumps([b for b in blocks if b["type"] != "header"]) + text) is None
+    assert blocks[0]["text"] == {"type": "plain_text", "text": "Minutes: \u2039!here\u203a sync & review"}

@@ -36,6 +36,8 @@ METHOD_SCOPES: dict[str, set[str]] = {
     "conversations_history": HISTORY,
     "conversations_replies": HISTORY,
     "conversations_members": READ,
+    "conversations_info": READ,  # whether a channel is shared with another organisation (Slack Connect)
+    "auth_test": set(),  # IMP's own workspace and organisation: who is a member, who is external
     "users_conversations": READ,
     "users_info": {"users:read"},
 }

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[3]
 IMP = Path(sys.executable).with_name("imp")
 HANDBOOK = ROOT / "samples" / "handbook.md"
 APP_TOKEN = "xapp-test-token"
+API_TOKEN = "rest-api-token-for-the-serving-tests"
 QUESTION = "How much are hotel costs reimbursed per night in Europe?"
 HOTEL = "180 EUR"
 START_S = 180.0  # a cold start on 2 busy cores: imports and models
@@ -148,7 +149,9 @@ def servers(tmp_path_factory) -> Iterator[dict[str, Served]]:
 
             _workspace(http_slack)
             port = free_port()
+            # Serving Slack needs a token on the REST API: Slack's endpoints make the server reachable.
             http = Served(_start(["serve", "--port", str(port)], base / "http", base / "http.log",
+                                 IMP_API__TOKEN=API_TOKEN,
                                  IMP_SLACK__BOT_TOKEN=http_slack.token, IMP_SLACK__SIGNING_SECRET=sp.SECRET,
                                  IMP_SLACK__API_URL=http_slack.api_url, IMP_SLACK__POLL_S="0.2"),
                           http_slack, base / "http.log", base=f"http://127.0.0.1:{port}")

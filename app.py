@@ -82,7 +82,9 @@ def build_engine(settings: Settings, *, embedder: Embedder | None = None) -> Eng
     return Engine(registry, pipeline, retriever, answerer, files_dir=data / "files",
                   default_k=settings.search.default_k, transcriber=transcriber, transcripts=transcripts,
                   jobs=JobStore(registry), minutes=build_minutes(embedder, generator),
-                  feedback=FeedbackStore(registry), closers=[vectors.close, registry.close])
+                  feedback=FeedbackStore(registry), closers=[vectors.close, registry.close],
+                  max_file_bytes=int(settings.ingest.max_file_mb * 2**20),
+                  max_media_bytes=int(settings.speech.max_file_mb * 2**20))
 
 
 def build_minutes(embedder: Embedder, generator: Generator | None) -> MinutesDrafter:

@@ -297,17 +297,23 @@ def serve(
     settings = _settings_or_exit()
     host = host or settings.api.host
     port = port or settings.api.port
-    if settings.api.token is None and host not in {"127.0.0.1", "localhost", "::1"}:
-        err.print(f"[red]refusing[/red] to listen on {host} without IMP_API__TOKEN; set a token or use 127.0.0.1")
+    tokens = settings.api.grants()
+    if not tokens and host not in {"127.0.0.1", "localhost", "::1"}:
+        err.print(f"[red]refusing[/red] to listen on {escape(host)} without IMP_API__TOKEN or IMP_API__TOKENS; "
+                  "set a token or use 127.0.0.1", highlight=False)
         raise typer.Exit(2)
     engine = _engine(settings)
     try:
         slack = build_slack(settings, engine)
+        if slack is not None and not tokens:  # the API would be open to anyone who can reach Slack's endpoints
+            err.print("[red]refusing[/red] to serve Slack with an open REST API; set IMP_API__TOKEN or "
+                      "IMP_API__TOKENS", highlight=False)
+            raise typer.Exit(2)
         engine.warm_up()  # models load before the port opens, not on the first question
         _freeze_heap()
     except ImpError as e:
         _fail(e)
-    app = create_app(engine, api_token=settings.api.token, slack=slack)
+    app = create_app(engine, tokens=tokens, allowed_hosts=settings.api.hosts(host), slack=slack)
     uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())
 
 

@@ -1,80 +1,49 @@
-"""The FastAPI application factory: REST routes, error mapping, auth and metrics.
+"""The FastAPI application factory: REST routes, error mapping, the edge checks and metrics.
 
-``create_app`` receives a built Engine; it never reads settings itself.
+``create_app`` receives a built Engine and what the edge enforces (tokens and their
+scopes, the Host names to answer); it never reads settings itself. Every error a client
+sees is ``{code, detail}``; a 5xx detail is a reference to the log line, never the cause.
 """
 
 from __future__ import annotations
 
-import logging
-import secrets
-import time
+from collections.abc import Collection, Mapping
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from bot.metrics import Metrics
+from bot.auth import MULTIPART_OVERHEAD, Edge, Tokens
+from bot.metrics import Metrics, RequestMetrics
+from bot.routers import ask, documents, feedback, health, jobs, minutes, search
+from bot.schemas import errors, public_error
 from bot.slack.app import SlackBot
 from bot.slack.http import slack_router
-from bot.routers import ask, documents, feedback, health, jobs, minutes, search
 from core.engine import Engine
-from core.errors import (
-    BackendError,
-    CorruptDocument,
-    DocumentTooLarge,
-    EmptyDocument,
-    ImpError,
-    InvalidRequest,
-    NotFound,
-    UnsupportedFormat,
-)
+from core.errors import ImpError
 
-log = logging.getLogger(__name__)
-
-_STATUS: dict[type[ImpError], int] = {
-    NotFound: 404,
-    InvalidRequest: 400,
-    UnsupportedFormat: 422,
-    CorruptDocument: 422,
-    EmptyDocument: 422,
-    DocumentTooLarge: 413,
-    BackendError: 503,
-}
+_HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 413: "too_large"}
 
 
-def _error(status: int, code: str, detail: str, headers: dict | None = None) -> JSONResponse:
+def _error(status: int, code: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"code": code, "detail": detail}, status_code=status, headers=headers)
 
 
-def _bearer(token: SecretStr | None):
-    scheme = HTTPBearer(auto_error=False)
+def create_app(engine: Engine, *, api_token: SecretStr | None = None,
+               tokens: Mapping[str, Collection[str] | None] | None = None,
+               allowed_hosts: Collection[str] | None = None, upload_limit: int | None = None,
+               slack: SlackBot | None = None) -> FastAPI:
+    """The REST API; with ``slack``, also Slack's event, command and interaction endpoints.
 
-    def check(creds: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:
-        if token is None:
-            return
-        given = creds.credentials if creds else ""
-        if not secrets.compare_digest(given.encode(), token.get_secret_value().encode()):
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
-
-    return check
-
-
-def _route_template(request: Request) -> str:
-    """The matched route with its parameters as placeholders, so ids never become label values."""
-    if request.scope.get("route") is None:
-        return "unmatched"
-    path = request.url.path
-    for name, value in request.scope.get("path_params", {}).items():
-        path = path.replace(str(value), "{" + name + "}")
-    return path
-
-
-def create_app(engine: Engine, *, api_token: SecretStr | None = None, slack: SlackBot | None = None) -> FastAPI:
-    """The REST API; with ``slack``, also Slack's event, command and interaction endpoints."""
+    ``tokens`` maps each bearer token to the scopes it opens (None or ["*"]: all);
+    ``api_token`` is one more all-scopes token. With neither, /v1 is open (loopback use).
+    ``allowed_hosts``: the Host names to answer (None: any). ``upload_limit``: the cap on
+    an upload request's body (default: the engine's largest file plus multipart overhead).
+    """
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -92,36 +61,30 @@ def create_app(engine: Engine, *, api_token: SecretStr | None = None, slack: Sla
     app.state.engine = engine
     app.state.metrics = metrics
 
-    auth = [Depends(_bearer(api_token))]
-    app.include_router(documents.router, prefix="/v1", dependencies=auth)
-    app.include_router(search.router, prefix="/v1", dependencies=auth)
-    app.include_router(ask.router, prefix="/v1", dependencies=auth)
-    app.include_router(jobs.router, prefix="/v1", dependencies=auth)
-    app.include_router(minutes.router, prefix="/v1", dependencies=auth)
-    app.include_router(feedback.router, prefix="/v1", dependencies=auth)
-    app.include_router(health.router)
+    v1 = errors(400, 401, 413, 422, 500, 503)
+    for router in (documents.router, search.router, ask.router, jobs.router, minutes.router, feedback.router):
+        app.include_router(router, prefix="/v1", responses=v1)
+    app.include_router(health.router, responses=errors(400, 500))
     if slack is not None:
         app.include_router(slack_router(slack.app))  # Slack signs its requests; no bearer token
 
-    @app.middleware("http")
-    async def _count(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        metrics.observe_request(request.method, _route_template(request), response.status_code,
-                                time.perf_counter() - started)
-        return response
+    grants = dict(tokens or {})
+    if api_token is not None:
+        grants[api_token.get_secret_value()] = None
+    app.add_middleware(Edge, tokens=Tokens(grants), allowed_hosts=allowed_hosts,
+                       upload_limit=upload_limit or engine.max_upload_bytes + MULTIPART_OVERHEAD)
+    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: refusals at the edge are counted too
 
     @app.exception_handler(ImpError)
     async def _imp_error(_: Request, e: ImpError) -> JSONResponse:
-        status = next((s for cls, s in _STATUS.items() if isinstance(e, cls)), 500)
-        if status >= 500:
-            log.error("request failed: %s", e.detail)
-        return _error(status, e.code, e.detail)
+        return _error(*public_error(e))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:
-        code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
-        return _error(e.status_code, code, str(e.detail), getattr(e, "headers", None))
+        if e.status_code >= 500:
+            return _error(*public_error(e))
+        return _error(e.status_code, _HTTP_CODES.get(e.status_code, "http_error"), str(e.detail),
+                      getattr(e, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
@@ -130,7 +93,6 @@ def create_app(engine: Engine, *, api_token: SecretStr | None = None, slack: Sla
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, e: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return _error(500, "internal_error", "internal error; the server log has details")
+        return _error(*public_error(e))
 
     return app

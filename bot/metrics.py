@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class Metrics:
@@ -24,3 +27,41 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class RequestMetrics:
+    """ASGI middleware counting every request by method, route template and status.
+
+    The route is the matched template (/v1/jobs/{job_id}), so ids never become label
+    values; a request refused before routing, or matching nothing, is "unmatched".
+    """
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics):
+        self.app = app
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            self._metrics.observe_request(scope["method"], _template(scope), status, time.perf_counter() - started)
+
+
+def _template(scope: Scope) -> str:
+    """The matched route's template under its router's prefix: /v1 + /jobs/{job_id}."""
+    route = getattr(scope.get("route"), "path", None)
+    if not route:
+        return "unmatched"
+    prefix = scope["path"].rsplit("/", route.count("/"))[0]  # the part of the URL above the route's own path
+    return prefix + route

@@ -5,12 +5,24 @@ Field names are a contract other tools rely on; change them only with care.
 
 from __future__ import annotations
 
-from typing import Literal
+import logging
+import secrets
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from bot.auth import Forbidden
+from core.errors import (
+    BackendError, CorruptDocument, DocumentTooLarge, EmptyDocument, ImpError, InvalidRequest, NotFound,
+    UnsupportedFormat,
+)
 from core.generate.prompts import locator
 from core.models import DEFAULT_SCOPE, Answer, Chunk, DocumentRecord, Feedback, Hit, IngestResult, Job, Message
+
+log = logging.getLogger(__name__)
+
+# Error codes whose detail may hold server paths, SQL or library text: clients see a generic line.
+INTERNAL_CODES = frozenset({"internal_error", "backend_error", "imp_error"})
 
 
 def _located(c: Chunk) -> dict:
@@ -81,9 +93,12 @@ class DocumentOut(BaseModel):
 
     @classmethod
     def of(cls, d: DocumentRecord) -> DocumentOut:
+        error = d.error
+        if error and d.extra.get("error_code") in INTERNAL_CODES and not error.startswith("internal error (ref "):
+            error = "internal error while indexing; the server log has the details"
         return cls(doc_id=d.doc_id, source=d.source, scope=d.scope, status=d.status.value, kind=d.kind,
                    title=d.title, chunks=d.chunks, pages=d.pages, duration=d.duration, size_bytes=d.size_bytes,
-                   embedding_model=d.embedding_model, error=d.error, updated_at=d.updated_at.isoformat() + "Z")
+                   embedding_model=d.embedding_model, error=error, updated_at=d.updated_at.isoformat() + "Z")
 
 
 class DocumentsOut(BaseModel):
@@ -91,8 +106,55 @@ class DocumentsOut(BaseModel):
 
 
 class ErrorOut(BaseModel):
-    code: str
+    """Every error the API answers: a stable machine-readable code and a reason for people."""
+
+    code: str = Field(description="e.g. not_found, forbidden, unauthorized, too_large, invalid_request")
     detail: str
+
+
+_ERROR_TEXT = {
+    400: "Malformed request, or a Host this server does not answer for",
+    401: "Missing or wrong bearer token",
+    403: "The token does not open a scope the request names",
+    404: "No such object, or none the token may see",
+    413: "Request body or file above the size limit",
+    422: "The request does not match the schema, or a file cannot be read",
+    500: "Internal error; the detail holds a reference to the server log line",
+    503: "A backend (model, index, LLM server) is unavailable",
+}
+
+
+_STATUS: dict[type[ImpError], int] = {
+    NotFound: 404,
+    InvalidRequest: 400,
+    Forbidden: 403,
+    UnsupportedFormat: 422,
+    CorruptDocument: 422,
+    EmptyDocument: 422,
+    DocumentTooLarge: 413,
+    BackendError: 503,
+}
+
+
+def public_error(e: Exception) -> tuple[int, str, str]:
+    """(status, code, detail) to show a client. A 5xx is logged here with a reference the client gets,
+    never its cause: backend and unexpected errors can hold server paths, SQL or library text."""
+    status = next((s for cls, s in _STATUS.items() if isinstance(e, cls)), 500)
+    if isinstance(e, ImpError) and status < 500:
+        return status, e.code, e.detail
+    ref = secrets.token_hex(4)
+    if isinstance(e, ImpError):
+        log.error("request failed (ref %s): %s: %s", ref, e.code, e.detail)
+        if status == 503:
+            return status, e.code, f"a backend is unavailable (ref {ref}); try again later"
+        return status, "internal_error", f"internal error (ref {ref})"
+    log.error("unhandled error (ref %s)", ref, exc_info=e)
+    return 500, "internal_error", f"internal error (ref {ref})"
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, all of the ErrorOut shape."""
+    return {s: {"model": ErrorOut, "description": _ERROR_TEXT[s]} for s in statuses}
 
 
 class TurnIn(BaseModel):

@@ -7,12 +7,16 @@ values in its constructor.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from core.models import ALL_SCOPES, SCOPE_PATTERN
 
 
 class EmbedderSettings(BaseModel):
@@ -69,6 +73,8 @@ class SpeechSettings(BaseModel):
 
 
 class LLMSettings(BaseModel):
+    model_config = ConfigDict(hide_input_in_errors=True)  # api_key
+
     # extractive: no LLM, quotes sources. transformers: a local model. openai: an OpenAI-compatible server.
     backend: Literal["extractive", "transformers", "openai"] = "extractive"
     # transformers: a model folder or .gguf file; None means the bundled SmolLM2-135M-Instruct GGUF.
@@ -92,29 +98,127 @@ class AnswerSettings(BaseModel):
     min_similarity: float = Field(default=0.35, ge=-1.0, le=1.0)
 
 
+_PLACEHOLDERS = {"changeme", "change-me", "secret", "token", "xxx", "xoxb-your-token", "xapp-your-token"}
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+_WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def _check_token(secret: str, name: str) -> None:
+    """Refuse a placeholder or a short token; the message names the variable, never the value."""
+    if secret.lower() in _PLACEHOLDERS:
+        raise ValueError(f"{name} holds a placeholder; set a real random token")
+    if len(secret) < 16:
+        raise ValueError(f"{name} holds a token shorter than 16 characters")
+
+
 class ApiSettings(BaseModel):
-    token: SecretStr | None = None
+    # A token must never appear in an error message, even when the value does not parse.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    token: SecretStr | None = None  # opens every scope
+    # A JSON object mapping each token to the scopes it may read and write: {"<token>": ["C123", "hr"]};
+    # ["*"] opens every scope.
+    tokens: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # Host header values the API answers (against DNS rebinding), JSON list or comma-separated;
+    # None: the loopback names plus the host it listens on; ["*"]: any.
+    allowed_hosts: Annotated[list[str] | None, NoDecode] = None
 
     @field_validator("token")
     @classmethod
     def _refuse_placeholder(cls, v: SecretStr | None) -> SecretStr | None:
         if v is None or not v.get_secret_value():
             return None
-        if v.get_secret_value().lower() in {"changeme", "change-me", "secret", "token", "xxx"}:
-            raise ValueError("IMP_API__TOKEN is a placeholder; set a real random token")
-        if len(v.get_secret_value()) < 16:
-            raise ValueError("IMP_API__TOKEN must be at least 16 characters")
+        _check_token(v.get_secret_value(), "IMP_API__TOKEN")
         return v
 
+    @field_validator("tokens")
+    @classmethod
+    def _scoped_tokens(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or not v.get_secret_value().strip():
+            return None
+        _parse_tokens(v.get_secret_value())
+        return v
 
-_PLACEHOLDERS = {"changeme", "change-me", "secret", "token", "xxx", "xoxb-your-token", "xapp-your-token"}
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, v: object) -> object:
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    raise ValueError("not a JSON list of host names") from None
+            return [h for h in (part.strip() for part in text.split(",")) if h] or None
+        return v
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return None
+        hosts = [h.strip().lower().strip("[]") for h in v]
+        if not hosts or any(not h or " " in h or "/" in h for h in hosts):
+            raise ValueError("give host names as clients type them (imp.example.com), without ports or paths")
+        return hosts
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ApiSettings:
+        if (self.token is not None and self.tokens is not None
+                and self.token.get_secret_value() in _parse_tokens(self.tokens.get_secret_value())):
+            raise ValueError("IMP_API__TOKENS repeats IMP_API__TOKEN; give each token once")
+        return self
+
+    def grants(self) -> dict[str, tuple[str, ...] | None]:
+        """Each token and the scopes it opens (None: every scope)."""
+        grants: dict[str, tuple[str, ...] | None] = {}
+        if self.tokens is not None:
+            grants.update(_parse_tokens(self.tokens.get_secret_value()))
+        if self.token is not None:
+            grants[self.token.get_secret_value()] = None
+        return grants
+
+    def hosts(self, listen_on: str | None = None) -> list[str] | None:
+        """The Host header values to answer when listening on ``listen_on``; None: any.
+
+        A wildcard listener (0.0.0.0) has no name of its own to default to, and needs a
+        token anyway (rebinding gains nothing without one), so it answers any Host
+        unless IMP_API__ALLOWED_HOSTS names them.
+        """
+        if self.allowed_hosts is not None:
+            return None if "*" in self.allowed_hosts else list(self.allowed_hosts)
+        host = (listen_on if listen_on is not None else self.host).strip().lower().strip("[]")
+        if host in _WILDCARD_HOSTS:
+            return None
+        return list(dict.fromkeys([*_LOOPBACK_HOSTS, host]))
+
+
+def _parse_tokens(text: str) -> dict[str, tuple[str, ...] | None]:
+    """IMP_API__TOKENS as {token: scopes}; errors name positions, never a token."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ValueError('IMP_API__TOKENS is not JSON; give an object such as {"<token>": ["scope", ...]}') from None
+    if not isinstance(data, dict) or not data:
+        raise ValueError("IMP_API__TOKENS must be a JSON object mapping each token to a list of scopes")
+    grants: dict[str, tuple[str, ...] | None] = {}
+    for i, (token, scopes) in enumerate(data.items(), 1):
+        _check_token(token, f"IMP_API__TOKENS (token {i})")
+        if (not isinstance(scopes, list) or not scopes
+                or not all(isinstance(s, str) and (s == ALL_SCOPES or re.match(SCOPE_PATTERN, s)) for s in scopes)):
+            raise ValueError(f"IMP_API__TOKENS (token {i}): give a non-empty list of scopes (letters, digits "
+                             f"and _ . : @ -), or [\"{ALL_SCOPES}\"] for all")
+        grants[token] = None if ALL_SCOPES in scopes else tuple(dict.fromkeys(scopes))
+    return grants
 
 
 class SlackSettings(BaseModel):
     """The Slack app (see bot/slack/manifest.yml). HTTP mode needs the bot token and signing secret;
     Socket Mode (`imp slack`) needs the bot token and the app-level token."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     bot_token: SecretStr | None = None  # xoxb-…
     signing_secret: SecretStr | None = None
@@ -150,7 +254,7 @@ def _default_data_dir() -> Path:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="IMP_", env_nested_delimiter="__", env_file=None, extra="ignore"
+        env_prefix="IMP_", env_nested_delimiter="__", env_file=None, extra="ignore", hide_input_in_errors=True
     )
 
     data_dir: Path = Field(default_factory=_default_data_dir)

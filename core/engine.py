@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
-import tempfile
-import uuid
+import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
-from core.errors import BackendError, InvalidRequest, NotFound
+from core.errors import BackendError, DocumentTooLarge, InvalidRequest, NotFound
 from core.generate.answering import Answerer, StreamEvent
 from core.generate.minutes.base import MinutesDrafter
 from core.generate.minutes.base import Progress as MinutesProgress
@@ -21,8 +20,8 @@ from core.index.hybrid import HybridRetriever, Mode
 from core.ingest.chunking import document_id
 from core.ingest.pipeline import IngestPipeline, Progress, StepProgress, walk
 from core.models import (
-    DEFAULT_SCOPE, Answer, DocumentRecord, Feedback, Hit, IngestResult, IngestStatus, Job, Meeting, Message, Minutes,
-    Transcript,
+    DEFAULT_SCOPE, SCOPE_PATTERN, Answer, DocumentRecord, Feedback, Hit, IngestResult, IngestStatus, Job, Meeting,
+    Message, Minutes, Transcript,
 )
 from core.speech.transcriber import Progress as TranscribeProgress
 from core.speech.transcriber import Transcriber
@@ -31,11 +30,15 @@ from core.store.feedback import FeedbackStore
 from core.store.jobs import JobStore
 from core.store.registry import DocumentRegistry
 from core.store.transcripts import TranscriptStore
+from core.uploads import UploadStore, check_upload_name
+
+__all__ = ["Engine", "check_scope", "check_upload_name"]
 
 log = logging.getLogger(__name__)
 
-_SCOPE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,200}$")
-_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f]")
+_SCOPE_RE = re.compile(SCOPE_PATTERN)
+# Failures whose detail may hold server paths, SQL or library text: shown as a log reference instead.
+_INTERNAL_CODES = frozenset({"internal_error", "backend_error", "imp_error"})
 
 
 def check_scope(scope: str) -> str:
@@ -44,13 +47,9 @@ def check_scope(scope: str) -> str:
     return scope
 
 
-def check_upload_name(name: str) -> str:
-    """An uploaded file's name, refused when it could escape the upload folder."""
-    if not name or name in {".", ".."} or "/" in name or "\\" in name or _UNSAFE_NAME.search(name):
-        raise InvalidRequest(f"unsafe file name {name!r}: a plain file name without folders is required")
-    if len(name.encode()) > 255:
-        raise InvalidRequest("file name is longer than 255 bytes")
-    return name
+def _unseen(what: str, ident: str) -> NotFound:
+    """The one answer for an id that does not exist and for one outside the caller's scopes."""
+    return NotFound(f"no {what} with id {ident!r}")
 
 
 def _question(text: str) -> str:
@@ -69,12 +68,14 @@ class Engine:
                  answerer: Answerer, *, files_dir: Path, default_k: int = 5,
                  transcriber: Transcriber | None = None, transcripts: TranscriptStore | None = None,
                  jobs: JobStore | None = None, minutes: MinutesDrafter | None = None,
-                 feedback: FeedbackStore | None = None, closers: Sequence[Callable[[], None]] = ()):
+                 feedback: FeedbackStore | None = None, closers: Sequence[Callable[[], None]] = (),
+                 max_file_bytes: int = 200 << 20, max_media_bytes: int = 4 << 30):
         self.registry = registry
         self._pipeline = pipeline
         self._retriever = retriever
         self._answerer = answerer
-        self._files_dir = files_dir
+        self._uploads = UploadStore(files_dir, registry, max_file_bytes=max_file_bytes,
+                                    max_media_bytes=max_media_bytes)
         self._default_k = default_k
         self._transcriber = transcriber
         self._transcripts = transcripts
@@ -101,21 +102,28 @@ class Engine:
     def files_under(self, paths: Iterable[Path]) -> list[Path]:
         return list(walk(Path(p) for p in paths))
 
+    @property
+    def max_upload_bytes(self) -> int:
+        """The largest file any upload may be (a recording; documents have a lower limit)."""
+        return self._uploads.max_bytes
+
     def ingest_upload(self, filename: str, stream: BinaryIO, scope: str = DEFAULT_SCOPE,
                       on_step: StepProgress | None = None, *, source: str | None = None) -> IngestResult:
         """Keep an uploaded file under the data folder and ingest it.
 
         The same name (or ``source``, such as a chat file's id) uploaded again into
-        the same scope is a new version of the same document.
+        the same scope is a new version of the same document. Nothing of an upload
+        that fails is kept; the file of the version still visible stays.
         """
         check_scope(scope)
         source = source or f"upload:{filename}"
         try:
-            target = self._store_upload(filename, stream, scope, source=source)
-        except InvalidRequest as e:
-            return IngestResult(document_id(scope, source), filename, IngestStatus.FAILED,
-                                error=e.detail, error_code=e.code)
-        return self._ingest_stored(target, scope, source, on_step)
+            staged = self._uploads.stage(filename, stream, document_id(scope, source))
+        except (InvalidRequest, DocumentTooLarge) as e:
+            shown = filename if isinstance(e, InvalidRequest) else source  # an unsafe name is not a source
+            return IngestResult(document_id(scope, source), shown, IngestStatus.FAILED, error=e.detail,
+                                error_code=e.code)
+        return self._ingest_staged(staged, scope, source, on_step)
 
     def submit_upload(self, filename: str, stream: BinaryIO, scope: str = DEFAULT_SCOPE, *,
                       source: str | None = None) -> Job:
@@ -123,21 +131,41 @@ class Engine:
 
         For recordings, which take minutes: the job reports the transcription's
         progress in seconds of audio. The job survives a restart of the service.
+        An upload refused at once (unsafe name, too large) is a job that failed.
         """
         check_scope(scope)
         source = source or f"upload:{filename}"
-        target = self._store_upload(filename, stream, scope, source=source)
-        return self._runner().submit("ingest", scope, source, doc_id=document_id(scope, source),
-                                     params={"path": str(target), "source": source})
+        doc_id = document_id(scope, source)
+        try:
+            staged = self._uploads.stage(filename, stream, doc_id)
+        except (InvalidRequest, DocumentTooLarge) as e:
+            result = {"doc_id": doc_id, "source": source, "status": IngestStatus.FAILED.value, "chunks": 0,
+                      "error": e.detail, "error_code": e.code}
+            return self._runner().failed("ingest", scope, source, error=e.detail, result=result, doc_id=doc_id)
+        return self._runner().submit("ingest", scope, source, doc_id=doc_id,
+                                     params={"path": str(staged), "source": source})
 
-    def job(self, job_id: str) -> Job:
+    def job(self, job_id: str, *, scopes: list[str] | None = None) -> Job:
+        """A job; with ``scopes``, one outside them is reported as not found."""
         if self._jobs is None:
-            raise NotFound(f"no job with id {job_id!r}")
-        return self._jobs.store.get(job_id)
+            raise _unseen("job", job_id)
+        try:
+            job = self._jobs.store.get(job_id)
+        except NotFound:
+            raise _unseen("job", job_id) from None
+        if scopes is not None and job.scope not in scopes:
+            raise _unseen("job", job_id)
+        return job
 
     def recover_jobs(self) -> int:
-        """At service start: resume the jobs a previous run of the service left unfinished."""
-        return self._jobs.resume() if self._jobs is not None else 0
+        """At service start: resume the jobs a previous run of the service left unfinished,
+        and remove uploads a crash left behind that no job will read."""
+        if self._jobs is None:
+            return 0
+        waiting = {str(Path(j.params["path"]).parent) for j in self._jobs.store.unfinished() if j.params.get("path")}
+        resumed = self._jobs.resume()
+        self._uploads.sweep(waiting)
+        return resumed
 
     def _runner(self) -> JobRunner:
         if self._jobs is None:
@@ -145,35 +173,26 @@ class Engine:
         return self._jobs
 
     def _ingest_job(self, job: Job, report: Reporter) -> Outcome:
-        path = Path(job.params["path"])
-        if not path.is_file():
-            return Outcome(None, f"the uploaded file is gone from {path.parent.name}; upload it again")
-        result = self._ingest_stored(path, job.scope, job.params["source"],
+        path = self._uploads.waiting(Path(job.params["path"]))
+        if path is None:
+            return Outcome(None, "the uploaded file is gone (its document was deleted?); upload it again")
+        result = self._ingest_staged(path, job.scope, job.params["source"],
                                      lambda what, done, total: report(what, done, total))
         data = {"doc_id": result.doc_id, "source": result.source, "status": result.status.value,
                 "chunks": result.chunks, "error": result.error, "error_code": result.error_code}
         return Outcome(data, result.error if result.status == IngestStatus.FAILED else None, result.doc_id)
 
-    def _store_upload(self, filename: str, stream: BinaryIO, scope: str, area: str | None = None, *,
-                      source: str | None = None) -> Path:
-        name = check_upload_name(filename)
-        if area is None:
-            folder = self._files_dir / document_id(scope, source or f"upload:{filename}")
-        else:  # a file only read by a job (minutes of an upload): its own folder, never a document's
-            folder = self._files_dir / area / uuid.uuid4().hex
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-")
-        with open(fd, "wb") as out:
-            shutil.copyfileobj(stream, out, 1 << 20)
-        target = folder / name
-        Path(tmp).replace(target)
-        return target
-
-    def _ingest_stored(self, target: Path, scope: str, source: str,
+    def _ingest_staged(self, staged: Path, scope: str, source: str,
                        on_step: StepProgress | None) -> IngestResult:
-        result = self._pipeline.ingest(target, scope, source=source, stored_path=target, on_step=on_step)
+        with self._uploads.settle(document_id(scope, source), staged) as target:
+            result = self._pipeline.ingest(target, scope, source=source, stored_path=target, on_step=on_step)
         if result.status == IngestStatus.INDEXED:
             self._pipeline.refresh_keywords()
+        if (result.error is not None and result.error_code in _INTERNAL_CODES
+                and not result.error.startswith("internal error (ref ")):  # already logged with a reference
+            ref = secrets.token_hex(4)
+            log.error("ingesting %s failed (ref %s): %s", source, ref, result.error)
+            result = replace(result, error=f"internal error (ref {ref})")
         return result
 
     def close(self) -> None:
@@ -192,9 +211,14 @@ class Engine:
             raise InvalidRequest("an empty source prefix would match every document")
         return self.registry.with_source_prefix(source_prefix)
 
-    def delete(self, doc_id: str) -> DocumentRecord:
-        record = self._pipeline.delete(doc_id)
-        shutil.rmtree(self._files_dir / doc_id, ignore_errors=True)
+    def delete(self, doc_id: str, *, scopes: list[str] | None = None) -> DocumentRecord:
+        """Remove a document and its stored files; with ``scopes``, one outside them is not found."""
+        self.document(doc_id, scopes=scopes)
+        try:
+            record = self._pipeline.delete(doc_id)
+        except NotFound:
+            raise _unseen("document", doc_id) from None
+        self._uploads.remove_document(doc_id)
         return record
 
     # -- recordings ------------------------------------------------------------
@@ -208,10 +232,11 @@ class Engine:
             raise NotFound(f"no such file: {path}")
         return self._transcriber.transcribe(path, progress)
 
-    def transcript(self, doc_id: str) -> Transcript:
-        """The stored transcript of an indexed recording."""
+    def transcript(self, doc_id: str, *, scopes: list[str] | None = None) -> Transcript:
+        """The stored transcript of an indexed recording; with ``scopes``, one outside them is not found."""
         if self._transcripts is None:
             raise NotFound("transcripts are not kept by this engine")
+        self.document(doc_id, scopes=scopes)
         return self._transcripts.get(doc_id)
 
     # -- minutes -----------------------------------------------------------------
@@ -224,52 +249,69 @@ class Engine:
         follows the transcription of a recording that has none stored yet.
         """
         path = Path(source)
-        transcribe = lambda p: self._transcribe_dated(p, progress)  # noqa: E731
         if path.is_file():
-            return load_meeting(path, transcribe=transcribe)
-        record = self.registry.find(str(source))
-        if record is None or (scopes is not None and record.scope not in scopes):
+            return load_meeting(path, transcribe=lambda p: self._transcribe_dated(p, progress))
+        if self.registry.find(str(source)) is None:
             raise NotFound(f"{source} is neither a file nor the id of a document you can see")
+        return self._meeting_of(str(source), scopes, progress)
+
+    def _meeting_of(self, doc_id: str, scopes: list[str] | None, progress: TranscribeProgress | None) -> Meeting:
+        """The meeting in an ingested document (never a path: ids come from clients)."""
+        record = self.document(doc_id, scopes=scopes)
         name = Path(record.source.removeprefix("upload:")).name
         if record.kind in ("audio", "video"):
             return meeting_from_transcript(self.transcript(record.doc_id), title=Path(name).stem, source=name)
         stored = Path(record.extra.get("stored_path") or record.source)
         if not stored.is_file():
             raise NotFound(f"the file of document {record.doc_id} ({name}) is no longer available")
-        return load_meeting(stored, transcribe=transcribe)
+        return load_meeting(stored, transcribe=lambda p: self._transcribe_dated(p, progress))
 
     def minutes(self, source: str | Path, scopes: list[str] | None = None,
                 progress: MinutesProgress | None = None,
                 transcribing: TranscribeProgress | None = None) -> Minutes:
         """Minutes of a recording or transcript (a path or a document id), every item with evidence."""
+        return self._draft(self.meeting(source, scopes, transcribing), progress)
+
+    def _draft(self, meeting: Meeting, progress: MinutesProgress | None) -> Minutes:
         if self._drafter is None:
             raise BackendError("minutes are not configured in this engine")
-        return self._drafter.draft(self.meeting(source, scopes, transcribing), progress)
+        return self._drafter.draft(meeting, progress)
 
     def submit_minutes(self, *, filename: str | None = None, stream: BinaryIO | None = None,
                        doc_id: str | None = None, scope: str = DEFAULT_SCOPE) -> Job:
-        """Write minutes in the background, of an uploaded file or an ingested document in ``scope``."""
+        """Write minutes in the background, of an uploaded file or an ingested document in ``scope``.
+
+        An uploaded file is kept only until the job ends.
+        """
         check_scope(scope)
         if (filename is None) == (doc_id is None):
             raise InvalidRequest("give either a file or a doc_id")
         if doc_id is not None:
-            self._check_in_scope(doc_id, scope)
+            self.document(doc_id, scopes=[scope])
             return self._runner().submit("minutes", scope, doc_id, params={"doc_id": doc_id})
         assert stream is not None
-        target = self._store_upload(filename or "", stream, scope, area="minutes")
-        return self._runner().submit("minutes", scope, f"upload:{filename}", params={"path": str(target)})
-
-    def _check_in_scope(self, doc_id: str, scope: str) -> None:
-        record = self.registry.find(doc_id)
-        if record is None or record.scope != scope:
-            raise NotFound(f"no document with id {doc_id!r} in scope {scope!r}")
+        target = self._uploads.stage(filename or "", stream, "minutes")
+        try:
+            return self._runner().submit("minutes", scope, f"upload:{filename}", params={"path": str(target)})
+        except BaseException:
+            self._uploads.discard(target)
+            raise
 
     def _minutes_job(self, job: Job, report: Reporter) -> Outcome:
-        source = job.params.get("path") or job.params["doc_id"]
-        scopes = None if "path" in job.params else [job.scope]
-        minutes = self.minutes(source, scopes, lambda done, total: report("writing minutes", done, total),
-                               lambda done, total: report("transcribing", done, total))
-        return Outcome(minutes_dict(minutes))
+        path = job.params.get("path")
+        drafting = lambda done, total: report("writing minutes", done, total)  # noqa: E731
+        transcribing = lambda done, total: report("transcribing", done, total)  # noqa: E731
+        try:
+            if path is None:
+                meeting = self._meeting_of(job.params["doc_id"], [job.scope], transcribing)
+            elif Path(path).is_file():
+                meeting = load_meeting(Path(path), transcribe=lambda p: self._transcribe_dated(p, transcribing))
+            else:
+                return Outcome(None, "the uploaded file is gone; upload it again")
+            return Outcome(minutes_dict(self._draft(meeting, drafting)))
+        finally:
+            if path is not None:  # the upload was only for this job, whatever its outcome
+                self._uploads.discard(Path(path))
 
     def _transcribe_dated(self, path: Path, progress: TranscribeProgress | None = None
                           ) -> tuple[Transcript, str | None]:
@@ -293,8 +335,15 @@ class Engine:
         """Like ``ask``, yielding text as it is generated and then the validated answer."""
         return self._answerer.stream(_question(question), self._scopes(scopes), history)
 
-    def answer(self, answer_id: str) -> Answer:
-        return self._answerer.answers.get(answer_id)
+    def answer(self, answer_id: str, *, scopes: list[str] | None = None) -> Answer:
+        """A stored answer; with ``scopes``, it is found only if every scope it was asked in is among them."""
+        try:
+            answer = self._answerer.answers.get(answer_id)
+        except NotFound:
+            raise _unseen("answer", answer_id) from None
+        if scopes is not None and not set(answer.scopes) <= set(scopes):
+            raise _unseen("answer", answer_id)
+        return answer
 
     # -- feedback ----------------------------------------------------------------
 
@@ -310,9 +359,19 @@ class Engine:
             raise BackendError("feedback is not kept by this engine")
         return self._feedback.retract(answer_id, user, rating, source)
 
-    def feedback(self, answer_id: str | None = None) -> list[Feedback]:
-        """Ratings in force, oldest first (retracted ones left out)."""
-        return self._feedback.list(answer_id) if self._feedback is not None else []
+    def feedback(self, answer_id: str | None = None, *, scopes: list[str] | None = None) -> list[Feedback]:
+        """Ratings in force, oldest first (retracted ones left out); with ``scopes``, only those
+        of answers readable in them (see ``answer``)."""
+        rated = self._feedback.list(answer_id) if self._feedback is not None else []
+        if scopes is None:
+            return rated
+        readable: dict[str, bool] = {}
+        for aid in dict.fromkeys(f.answer_id for f in rated):
+            try:
+                readable[aid] = bool(self.answer(aid, scopes=scopes))
+            except NotFound:
+                readable[aid] = False
+        return [f for f in rated if readable[f.answer_id]]
 
     @property
     def model_id(self) -> str:
@@ -325,5 +384,9 @@ class Engine:
     def documents(self, scopes: list[str] | None = None) -> list[DocumentRecord]:
         return self.registry.list(scopes)
 
-    def document(self, doc_id: str) -> DocumentRecord:
-        return self.registry.get(doc_id)
+    def document(self, doc_id: str, *, scopes: list[str] | None = None) -> DocumentRecord:
+        """A document; with ``scopes``, one outside them is reported as not found."""
+        record = self.registry.find(doc_id)
+        if record is None or (scopes is not None and record.scope not in scopes):
+            raise _unseen("document", doc_id)
+        return record

@@ -8,13 +8,16 @@ stored, ``resume`` picks up what a stopped service had not finished.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import ImpError
+from core.errors import (
+    CorruptDocument, DocumentTooLarge, EmptyDocument, InvalidRequest, NotFound, UnsupportedFormat,
+)
 from core.models import Job
 from core.store.jobs import JobStore
 
@@ -33,6 +36,20 @@ class Outcome:
 
 
 Handler = Callable[[Job, Reporter], Outcome]
+
+# Errors about the request or the file, written for the person who sent it. Any other error
+# (a backend, a bug) may carry server paths, SQL or library text: the log gets it, people a reference.
+_FOR_USERS = (NotFound, InvalidRequest, UnsupportedFormat, CorruptDocument, EmptyDocument, DocumentTooLarge)
+
+
+def shown_error(e: BaseException, what: str) -> str:
+    """What a job's error says to the people following it; anything but a user-facing error is logged
+    with a reference that the returned text carries."""
+    if isinstance(e, _FOR_USERS):
+        return e.detail
+    ref = secrets.token_hex(4)
+    log.error("%s failed (ref %s)", what, ref, exc_info=e)
+    return f"internal error (ref {ref})"
 
 
 class JobRunner:
@@ -81,12 +98,16 @@ class JobRunner:
 
         try:
             outcome = self._handlers[job.kind](job, report)
-        except ImpError as e:
-            outcome = Outcome(None, e.detail)
         except Exception as e:  # a job must end recorded, whatever went wrong
-            log.exception("job %s (%s) failed", job_id, job.kind)
-            outcome = Outcome(None, f"internal error: {type(e).__name__}: {e}")
+            outcome = Outcome(None, shown_error(e, f"job {job_id} ({job.kind})"))
         self.store.finish(job_id, result=outcome.result, error=outcome.error, doc_id=outcome.doc_id)
+
+    def failed(self, kind: str, scope: str, source: str, *, error: str, result: dict[str, Any] | None = None,
+               doc_id: str | None = None) -> Job:
+        """Record a job that failed before it could run (an upload refused on arrival), for uniform follow-up."""
+        job = self.store.create(kind, scope, source, doc_id=doc_id, params={})
+        self.store.finish(job.job_id, result=result, error=error, doc_id=doc_id)
+        return self.store.get(job.job_id)
 
     def close(self) -> None:
         """Finish the queued jobs and stop the worker."""

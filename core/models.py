@@ -7,6 +7,10 @@ from datetime import datetime
 from enum import Enum
 
 DEFAULT_SCOPE = "default"
+# What a scope (an access label, e.g. a Slack channel id) may be made of: settings and the engine check it.
+SCOPE_PATTERN = r"^[A-Za-z0-9_.:@-]{1,200}$"
+# A token's scope list holding this opens every scope.
+ALL_SCOPES = "*"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,13 +1,18 @@
-"""Document routes: upload (multipart, now or in the background), list, delete, transcript."""
+"""Document routes: upload (multipart, now or in the background), list, delete, transcript.
+
+Every route stays inside the scopes the request's token opens: uploads only into them
+(403), listings only of them, and a document outside them is 404 like one that does not exist.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from bot.schemas import DocumentOut, DocumentsOut, ErrorOut, IngestOut, IngestResultOut, JobOut, JobsOut
+from bot.auth import Grant, grant_of
+from bot.schemas import DocumentOut, DocumentsOut, IngestOut, IngestResultOut, JobOut, JobsOut, errors
 from core.models import DEFAULT_SCOPE
 from core.speech.export import render, to_dict
 
@@ -17,16 +22,22 @@ _SUBTITLE_TYPES = {"vtt": "text/vtt; charset=utf-8", "srt": "application/x-subri
 
 
 @router.post("/documents", response_model=IngestOut | JobsOut,
-             responses={202: {"model": JobsOut}, 400: {"model": ErrorOut}})
+             responses={202: {"model": JobsOut}} | errors(403))
 def upload(
     request: Request,
+    grant: Annotated[Grant, Depends(grant_of)],
     files: Annotated[list[UploadFile], File(description="One or more files")],
     scope: Annotated[str, Form(description="Access label, e.g. a Slack channel id")] = DEFAULT_SCOPE,
     background: Annotated[bool, Query(description="Answer 202 at once with jobs to follow at /v1/jobs/{id}; "
                                       "for recordings, which take minutes to transcribe")] = False,
 ):
-    """Ingest uploaded files. Each file gets its own status; one bad file never fails the others."""
+    """Ingest uploaded files. Each file gets its own status; one bad file never fails the others.
+
+    A file above its size limit (IMP_INGEST__MAX_FILE_MB for documents, IMP_SPEECH__MAX_FILE_MB
+    for recordings) fails with ``too_large``, and nothing of a failed upload is kept.
+    """
     engine = request.app.state.engine
+    grant.require([scope])
     if background:
         jobs = [JobOut.of(engine.submit_upload(f.filename or "", f.file, scope)) for f in files]
         return JSONResponse(JobsOut(jobs=jobs).model_dump(), status_code=202)
@@ -38,25 +49,29 @@ def upload(
     return IngestOut(documents=results)
 
 
-@router.get("/documents", response_model=DocumentsOut)
+@router.get("/documents", response_model=DocumentsOut, responses=errors(403))
 def list_documents(
-    request: Request, scope: Annotated[list[str] | None, Query(description="Only these scopes")] = None
+    request: Request, grant: Annotated[Grant, Depends(grant_of)],
+    scope: Annotated[list[str] | None, Query(description="Only these scopes")] = None,
 ) -> DocumentsOut:
-    return DocumentsOut(documents=[DocumentOut.of(d) for d in request.app.state.engine.documents(scope)])
+    """Documents in the scopes the token opens (or in ``scope``, each of which it must open)."""
+    scopes = grant.require(scope) if scope else grant.visible
+    return DocumentsOut(documents=[DocumentOut.of(d) for d in request.app.state.engine.documents(scopes)])
 
 
-@router.delete("/documents/{doc_id}", response_model=DocumentOut, responses={404: {"model": ErrorOut}})
-def delete_document(doc_id: str, request: Request) -> DocumentOut:
-    return DocumentOut.of(request.app.state.engine.delete(doc_id))
+@router.delete("/documents/{doc_id}", response_model=DocumentOut, responses=errors(404))
+def delete_document(doc_id: str, request: Request, grant: Annotated[Grant, Depends(grant_of)]) -> DocumentOut:
+    return DocumentOut.of(request.app.state.engine.delete(doc_id, scopes=grant.visible))
 
 
-@router.get("/documents/{doc_id}/transcript", responses={404: {"model": ErrorOut}})
+@router.get("/documents/{doc_id}/transcript", responses=errors(404) | {200: {"content": {
+    "application/json": {}, "text/vtt": {}, "application/x-subrip": {}}}})
 def transcript(
-    doc_id: str, request: Request,
+    doc_id: str, request: Request, grant: Annotated[Grant, Depends(grant_of)],
     format: Annotated[Literal["json", "vtt", "srt"], Query(description="json, vtt or srt")] = "json",
 ):
     """The transcript of an indexed recording: segments with times, speakers and words, or subtitles."""
-    t = request.app.state.engine.transcript(doc_id)
+    t = request.app.state.engine.transcript(doc_id, scopes=grant.visible)
     if format == "json":
         return JSONResponse(to_dict(t))
     return PlainTextResponse(render(t, format), media_type=_SUBTITLE_TYPES[format])

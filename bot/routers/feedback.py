@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from typing import Annotated
 
+from fastapi import APIRouter, Depends, Query, Request
+
+from bot.auth import Grant, grant_of
 from bot.schemas import FeedbackListOut, FeedbackOut
 
 router = APIRouter(tags=["feedback"])
 
 
 @router.get("/feedback", response_model=FeedbackListOut)
-def list_feedback(request: Request,
-                  answer_id: str | None = Query(None, description="Only the ratings of this answer")) -> FeedbackListOut:
-    """Ratings in force, oldest first; a rating whose reaction was removed is not listed."""
-    return FeedbackListOut(feedback=[FeedbackOut.of(f) for f in request.app.state.engine.feedback(answer_id)])
+def list_feedback(
+    request: Request, grant: Annotated[Grant, Depends(grant_of)],
+    answer_id: Annotated[str | None, Query(description="Only the ratings of this answer")] = None,
+) -> FeedbackListOut:
+    """Ratings in force, oldest first, of answers the token may read (asked in scopes it opens);
+    a rating whose reaction was removed is not listed."""
+    found = request.app.state.engine.feedback(answer_id, scopes=grant.visible)
+    return FeedbackListOut(feedback=[FeedbackOut.of(f) for f in found])

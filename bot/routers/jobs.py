@@ -1,14 +1,18 @@
-"""Job routes: the progress and outcome of background ingestion."""
+"""Job routes: the progress and outcome of background ingestion and minutes."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
 
-from bot.schemas import ErrorOut, JobOut
+from fastapi import APIRouter, Depends, Request
+
+from bot.auth import Grant, grant_of
+from bot.schemas import JobOut, errors
 
 router = APIRouter(tags=["jobs"])
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut, responses={404: {"model": ErrorOut}})
-def get_job(job_id: str, request: Request) -> JobOut:
-    return JobOut.of(request.app.state.engine.job(job_id))
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=errors(404))
+def get_job(job_id: str, request: Request, grant: Annotated[Grant, Depends(grant_of)]) -> JobOut:
+    """A job in a scope the token opens; any other id is 404, whether or not it exists."""
+    return JobOut.of(request.app.state.engine.job(job_id, scopes=grant.visible))

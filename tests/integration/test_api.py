@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -116,3 +114,69 @@ def test_metrics_and_openapi(client):
     spec = client.get("/openapi.json").json()
     assert {"/v1/documents", "/v1/search", "/healthz", "/metrics"} <= set(spec["paths"])
     assert client.get("/docs").status_code == 200
+
+
+def test_backend_failures_show_a_log_reference_never_the_cause(embedder, tmp_path, caplog):
+    """An unreachable Chroma server: clients learn that it failed and a reference; the log has the cause."""
+    from app import build_engine
+    from core.config import ChromaSettings, Settings
+    from tests.fakes.net import free_port
+
+    port = free_port()
+    engine = build_engine(Settings(data_dir=tmp_path / "data", chroma=ChromaSettings(url=f"http://127.0.0.1:{port}")),
+                          embedder=embedder)
+    try:
+        with TestClient(create_app(engine)) as c, caplog.at_level("ERROR"):
+            doc = _upload(c, [("notes.txt", b"The pilot runs until March.\n", "text/plain")]).json()["documents"][0]
+            search = c.post("/v1/search", json={"query": "pilot"})
+            listed = c.get("/v1/documents").json()["documents"][0]
+    finally:
+        engine.close()
+    assert doc["status"] == "failed" and doc["error"].startswith("internal error (ref ")
+    assert search.status_code == 503 and search.json()["code"] == "backend_error"
+    for shown in (doc["error"], search.json()["detail"], listed["error"]):
+        assert str(port) not in shown and "Chroma" not in shown and str(tmp_path) not in shown
+    for shown in (doc["error"], search.json()["detail"]):
+        ref = shown.split("(ref ", 1)[1][:8]
+        [logged] = [r for r in caplog.records if f"ref {ref}" in r.getMessage()]
+        cause = logged.getMessage() + (str(logged.exc_info[1]) if logged.exc_info else "")
+        assert "Chroma" in cause  # the operator finds the cause by the reference
+
+
+def test_an_unexpected_error_answers_internal_error_with_the_logged_reference(engine, settings, caplog):
+    """A broken database (a table gone) raises SQL errors: the client sees none of it."""
+    import sqlite3
+
+    with TestClient(create_app(engine), raise_server_exceptions=False) as client:
+        assert client.get("/v1/documents").status_code == 200  # the database is open and in use
+        with sqlite3.connect(settings.data_dir / "imp.sqlite3") as db:
+            db.execute("DROP TABLE jobs")
+        with caplog.at_level("ERROR"):
+            r = client.get("/v1/jobs/0123456789abcdef")
+    assert r.status_code == 500 and set(r.json()) == {"code", "detail"}
+    assert r.json()["code"] == "internal_error" and r.json()["detail"].startswith("internal error (ref ")
+    assert "SELECT" not in r.text and "jobs" not in r.text and str(settings.data_dir) not in r.text
+    ref = r.json()["detail"].removeprefix("internal error (ref ").removesuffix(")")
+    assert any(f"ref {ref}" in rec.getMessage() and "no such table" in str(rec.exc_info[1])
+               for rec in caplog.records if rec.exc_info)
+
+
+def test_openapi_declares_the_error_shape_and_the_bearer_token_on_every_route(client):
+    spec = client.get("/openapi.json").json()
+    assert spec["components"]["schemas"]["ErrorOut"]["required"] == ["code", "detail"]
+    by_id = {"/v1/answers/{answer_id}", "/v1/jobs/{job_id}", "/v1/documents/{doc_id}",
+             "/v1/documents/{doc_id}/transcript"}
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            declared = op["responses"]
+            assert "500" in declared and "400" in declared, (method, path)
+            if path.startswith("/v1/"):
+                for status in ("401", "413", "422", "503"):
+                    ref = declared[status]["content"]["application/json"]["schema"]["$ref"]
+                    assert ref.endswith("/ErrorOut"), (method, path, status)
+                assert op["security"] == [{"HTTPBearer": []}], (method, path)
+            if path in by_id:
+                assert "404" in declared, (method, path)
+    for method, path in (("post", "/v1/search"), ("post", "/v1/ask"), ("post", "/v1/documents"),
+                         ("post", "/v1/minutes"), ("get", "/v1/documents")):
+        assert "403" in spec["paths"][path][method]["responses"], (method, path)

@@ -151,3 +151,37 @@ def test_registry_records_document_facts(engine, samples):
     assert pdf.status == DocStatus.INDEXED and pdf.kind == "pdf" and pdf.pages == 3
     assert pdf.embedding_model.startswith("sentence-transformers:all-MiniLM-L6-v2")
     assert docs["design-review.vtt"].duration == pytest.approx(36.0)
+
+
+def test_by_id_reads_stay_inside_the_scopes_given(engine, tmp_path):
+    secret = tmp_path / "board.txt"
+    secret.write_text("The acquisition of Contoso closes on 3 March.\n")
+    doc = engine.ingest([secret], scope="C_BOARD")[0]
+    answer = engine.ask("When does the acquisition close?", ["C_BOARD"])
+    job = engine.submit_minutes(doc_id=doc.doc_id, scope="C_BOARD")
+
+    for read in (lambda s: engine.answer(answer.answer_id, scopes=s), lambda s: engine.job(job.job_id, scopes=s),
+                 lambda s: engine.document(doc.doc_id, scopes=s), lambda s: engine.delete(doc.doc_id, scopes=s)):
+        with pytest.raises(NotFound, match=r"^no (answer|job|document) with id '\w+'$"):
+            read(["C_GENERAL"])
+    assert engine.answer(answer.answer_id, scopes=["C_BOARD", "C_GENERAL"]).answer_id == answer.answer_id
+    assert engine.answer(answer.answer_id).answer_id == answer.answer_id  # None: unrestricted (CLI, Slack)
+    assert engine.document(doc.doc_id).scope == "C_BOARD"
+
+
+def test_a_job_that_fails_unexpectedly_shows_a_reference_and_logs_the_cause(engine, caplog):
+    from core.jobs import JobRunner, Outcome
+    from core.store.jobs import JobStore
+
+    def broken(job, report) -> Outcome:
+        raise RuntimeError("cannot open /srv/imp/secret/path.db: (sqlite3.OperationalError) SELECT * FROM x")
+
+    runner = JobRunner(JobStore(engine.registry), {"broken": broken})
+    with caplog.at_level("ERROR"):
+        job = runner.submit("broken", "default", "upload:x.txt", params={})
+        runner.close()
+    failed = engine.job(job.job_id)
+    assert failed.status.value == "failed" and failed.error.startswith("internal error (ref ")
+    assert "/srv" not in failed.error and "SELECT" not in failed.error
+    ref = failed.error.removeprefix("internal error (ref ").removesuffix(")")
+    assert any(f"ref {ref}" in r.getMessage() and "/srv/imp" in str(r.exc_info[1]) for r in caplog.records)

@@ -84,7 +84,20 @@ def build_engine(settings: Settings, *, embedder: Embedder | None = None) -> Eng
                   jobs=JobStore(registry), minutes=build_minutes(embedder, generator),
                   feedback=FeedbackStore(registry), closers=[vectors.close, registry.close],
                   max_file_bytes=int(settings.ingest.max_file_mb * 2**20),
-                  max_media_bytes=int(settings.speech.max_file_mb * 2**20))
+                  max_media_bytes=int(settings.speech.max_file_mb * 2**20),
+                  max_queued_jobs=settings.admission.max_queued_jobs if settings.admission.enabled else None)
+
+
+def build_gates(settings: Settings) -> dict:
+    """The admission gates of the front doors (bot.admission), by class of work; empty when shedding is off."""
+    from bot.admission import Gate, GateLimits
+
+    adm = settings.admission
+    if not adm.enabled:
+        return {}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return {name: Gate(name, GateLimits(limit=g.limit or cores, queue=g.queue, max_wait_s=g.max_wait_s))
+            for name, g in (("search", adm.search), ("answer", adm.answer), ("ingest", adm.ingest))}
 
 
 def build_minutes(embedder: Embedder, generator: Generator | None) -> MinutesDrafter:

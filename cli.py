@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-from app import build_engine, build_slack  # first: makes the process offline before any model library loads
+from app import build_engine, build_gates, build_slack  # first: makes the process offline before any model library loads
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -313,7 +313,8 @@ def serve(
         _freeze_heap()
     except ImpError as e:
         _fail(e)
-    app = create_app(engine, tokens=tokens, allowed_hosts=settings.api.hosts(host), slack=slack)
+    app = create_app(engine, tokens=tokens, allowed_hosts=settings.api.hosts(host), gates=build_gates(settings),
+                     slack=slack)
     uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())
 
 

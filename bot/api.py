@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from bot.admission import AdmissionMiddleware, Gate
 from bot.auth import MULTIPART_OVERHEAD, Edge, Tokens
 from bot.metrics import Metrics, RequestMetrics
 from bot.routers import ask, documents, feedback, health, jobs, minutes, search
@@ -23,7 +24,18 @@ from bot.schemas import errors, public_error
 from bot.slack.app import SlackBot
 from bot.slack.http import slack_router
 from core.engine import Engine
-from core.errors import ImpError
+from core.errors import Busy, ImpError
+
+# Routes whose work is CPU-bound, by admission gate (see bot.admission); the rest are cheap reads.
+_GATED = {("POST", "/v1/search"): "search", ("POST", "/v1/ask"): "answer", ("POST", "/v1/ask/stream"): "answer"}
+
+
+def _gate_of(method: str, path: str, query: bytes) -> str | None:
+    if method == "POST" and path == "/v1/documents":
+        # Background uploads only store the file; the job queue bounds the work behind them.
+        return None if b"background=true" in query.lower() else "ingest"
+    return _GATED.get((method, path))
+
 
 _HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 413: "too_large"}
@@ -36,13 +48,15 @@ def _error(status: int, code: str, detail: str, headers: Mapping[str, str] | Non
 def create_app(engine: Engine, *, api_token: SecretStr | None = None,
                tokens: Mapping[str, Collection[str] | None] | None = None,
                allowed_hosts: Collection[str] | None = None, upload_limit: int | None = None,
-               slack: SlackBot | None = None) -> FastAPI:
+               gates: Mapping[str, Gate] | None = None, slack: SlackBot | None = None) -> FastAPI:
     """The REST API; with ``slack``, also Slack's event, command and interaction endpoints.
 
     ``tokens`` maps each bearer token to the scopes it opens (None or ["*"]: all);
     ``api_token`` is one more all-scopes token. With neither, /v1 is open (loopback use).
     ``allowed_hosts``: the Host names to answer (None: any). ``upload_limit``: the cap on
     an upload request's body (default: the engine's largest file plus multipart overhead).
+    ``gates``: admission gates by class of work ("search", "answer", "ingest"); a request whose
+    gate is full gets 503 with Retry-After. None or a missing class: not gated.
     """
 
     @asynccontextmanager
@@ -68,6 +82,12 @@ def create_app(engine: Engine, *, api_token: SecretStr | None = None,
     if slack is not None:
         app.include_router(slack_router(slack.app))  # Slack signs its requests; no bearer token
 
+    gates = dict(gates or {})
+    metrics.watch_gates(gates)
+    metrics.watch_jobs(lambda: engine.pending_jobs)
+    if gates:  # inside the edge: an unauthenticated request never takes a place in a queue
+        app.add_middleware(AdmissionMiddleware, gates=gates, classify=_gate_of,
+                           on_shed=lambda name: metrics.shed.labels(name).inc())
     grants = dict(tokens or {})
     if api_token is not None:
         grants[api_token.get_secret_value()] = None
@@ -77,7 +97,8 @@ def create_app(engine: Engine, *, api_token: SecretStr | None = None,
 
     @app.exception_handler(ImpError)
     async def _imp_error(_: Request, e: ImpError) -> JSONResponse:
-        return _error(*public_error(e))
+        headers = {"retry-after": str(e.retry_after)} if isinstance(e, Busy) else None
+        return _error(*public_error(e), headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -20,6 +20,23 @@ class Metrics:
         self.search_seconds = Histogram("imp_search_seconds", "Search latency",
                                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
                                         registry=self.registry)
+
+        self.shed = Counter("imp_requests_shed_total", "Requests refused with 503 because their class of work "
+                            "was at its limit and its queue full", ["gate"], registry=self.registry)
+        self._in_flight = Gauge("imp_gate_running", "Requests running, by class of work", ["gate"],
+                                registry=self.registry)
+        self._queued = Gauge("imp_gate_waiting", "Requests waiting for a place, by class of work", ["gate"],
+                             registry=self.registry)
+        self._jobs = Gauge("imp_jobs_pending", "Background jobs waiting or running", registry=self.registry)
+
+    def watch_gates(self, gates: dict) -> None:
+        """Report each admission gate's running and waiting requests (read at scrape time)."""
+        for name, gate in gates.items():
+            self._in_flight.labels(name).set_function(lambda g=gate: g.running)
+            self._queued.labels(name).set_function(lambda g=gate: g.waiting)
+
+    def watch_jobs(self, pending) -> None:  # noqa: ANN001 - a callable returning the number of pending jobs
+        self._jobs.set_function(pending)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

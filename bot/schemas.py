@@ -7,23 +7,27 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Request
 from pydantic import BaseModel, Field
 
 from bot.auth import Forbidden
 from core.errors import (
-    BackendError, CorruptDocument, DocumentTooLarge, EmptyDocument, ImpError, InvalidRequest, NotFound,
+    BackendError, Busy, CorruptDocument, DocumentTooLarge, EmptyDocument, ImpError, InvalidRequest, NotFound,
     UnsupportedFormat,
 )
 from core.generate.prompts import locator
-from core.models import DEFAULT_SCOPE, Answer, Chunk, DocumentRecord, Feedback, Hit, IngestResult, Job, Message
+from core.models import DEFAULT_SCOPE, SCOPE_PATTERN, Answer, Chunk, DocumentRecord, Feedback, Hit, IngestResult, Job, Message
 
 log = logging.getLogger(__name__)
 
 # Error codes whose detail may hold server paths, SQL or library text: clients see a generic line.
 INTERNAL_CODES = frozenset({"internal_error", "backend_error", "imp_error"})
 
+
+# An access label (a channel id, "default"): the same rule the engine enforces, so the schema says it too.
+Scope = Annotated[str, Field(pattern=SCOPE_PATTERN, min_length=1, max_length=200)]
 
 def _located(c: Chunk) -> dict:
     """The fields that say where a chunk is, shared by hits and citations."""
@@ -57,7 +61,7 @@ class SearchOut(BaseModel):
 class SearchIn(BaseModel):
     query: str = Field(min_length=1, max_length=4000)
     k: int = Field(default=5, ge=1, le=100)
-    scopes: list[str] = Field(default_factory=lambda: [DEFAULT_SCOPE], min_length=1, max_length=1000)
+    scopes: list[Scope] = Field(default_factory=lambda: [DEFAULT_SCOPE], min_length=1, max_length=1000)
 
 
 class IngestResultOut(BaseModel):
@@ -118,9 +122,10 @@ _ERROR_TEXT = {
     403: "The token does not open a scope the request names",
     404: "No such object, or none the token may see",
     413: "Request body or file above the size limit",
+    429: "Too many background jobs are waiting; try again after Retry-After seconds",
     422: "The request does not match the schema, or a file cannot be read",
     500: "Internal error; the detail holds a reference to the server log line",
-    503: "A backend (model, index, LLM server) is unavailable",
+    503: "A backend (model, index, LLM server) is unavailable, or the server is busy (then with Retry-After)",
 }
 
 
@@ -133,6 +138,7 @@ _STATUS: dict[type[ImpError], int] = {
     EmptyDocument: 422,
     DocumentTooLarge: 413,
     BackendError: 503,
+    Busy: 429,
 }
 
 
@@ -164,7 +170,7 @@ class TurnIn(BaseModel):
 
 class AskIn(BaseModel):
     question: str = Field(min_length=1, max_length=4000)
-    scopes: list[str] = Field(default_factory=lambda: [DEFAULT_SCOPE], min_length=1, max_length=1000)
+    scopes: list[Scope] = Field(default_factory=lambda: [DEFAULT_SCOPE], min_length=1, max_length=1000)
     history: list[TurnIn] = Field(default_factory=list, max_length=50)
 
     def messages(self) -> list[Message]:
@@ -247,3 +253,16 @@ class FeedbackOut(BaseModel):
 
 class FeedbackListOut(BaseModel):
     feedback: list[FeedbackOut]
+
+
+def no_empty_fields(*names: str):
+    """A dependency refusing a form field sent empty. FastAPI reads an empty form value as absent, so
+    ``scope=`` would quietly become the default scope (company-wide) instead of the error it is."""
+
+    async def check(request: Request) -> None:
+        form = await request.form()  # parsed once: Starlette keeps it for the route
+        for name in names:
+            if any(value == "" for value in form.getlist(name)):
+                raise InvalidRequest(f"{name} is empty; leave it out or give a value")
+
+    return check

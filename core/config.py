@@ -207,7 +207,7 @@ def _parse_tokens(text: str) -> dict[str, tuple[str, ...] | None]:
     for i, (token, scopes) in enumerate(data.items(), 1):
         _check_token(token, f"IMP_API__TOKENS (token {i})")
         if (not isinstance(scopes, list) or not scopes
-                or not all(isinstance(s, str) and (s == ALL_SCOPES or re.match(SCOPE_PATTERN, s)) for s in scopes)):
+                or not all(isinstance(s, str) and (s == ALL_SCOPES or re.fullmatch(SCOPE_PATTERN, s)) for s in scopes)):
             raise ValueError(f"IMP_API__TOKENS (token {i}): give a non-empty list of scopes (letters, digits "
                              f"and _ . : @ -), or [\"{ALL_SCOPES}\"] for all")
         grants[token] = None if ALL_SCOPES in scopes else tuple(dict.fromkeys(scopes))
@@ -248,6 +248,29 @@ class SlackSettings(BaseModel):
         return v if v.endswith("/") else v + "/"
 
 
+class GateSettings(BaseModel):
+    """One class of CPU-bound requests: how many run at once, how many wait, how long one may wait."""
+
+    limit: int = Field(default=0, ge=0, le=1024)  # 0: one per CPU core
+    queue: int = Field(default=32, ge=0, le=100_000)
+    max_wait_s: float = Field(default=5.0, gt=0, le=3600)
+
+
+class AdmissionSettings(BaseModel):
+    """Load shedding (bot/admission.py): past these bounds a request gets 503 with Retry-After, a job 429.
+
+    Defaults from bench/load.py (docs/benchmarks.md §9) on 2 cores.
+    """
+
+    enabled: bool = True
+    search: GateSettings = GateSettings(limit=0, queue=32, max_wait_s=2.0)
+    answer: GateSettings = GateSettings(limit=0, queue=16, max_wait_s=10.0)
+    # Uploads ingested within the request (POST /v1/documents without ?background=true).
+    ingest: GateSettings = GateSettings(limit=1, queue=8, max_wait_s=60.0)
+    # Background jobs (uploads, minutes) waiting or running; beyond it a new one gets 429.
+    max_queued_jobs: int = Field(default=200, ge=1, le=1_000_000)
+
+
 def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("imp", appauthor=False))
 
@@ -268,6 +291,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = LLMSettings()
     answer: AnswerSettings = AnswerSettings()
     slack: SlackSettings = SlackSettings()
+    admission: AdmissionSettings = AdmissionSettings()
     log_level: str = "WARNING"
 
     @property

@@ -42,7 +42,7 @@ _INTERNAL_CODES = frozenset({"internal_error", "backend_error", "imp_error"})
 
 
 def check_scope(scope: str) -> str:
-    if not _SCOPE_RE.match(scope or ""):
+    if not isinstance(scope, str) or not _SCOPE_RE.fullmatch(scope):  # fullmatch: "$" lets a final "\n" through
         raise InvalidRequest(f"invalid scope {scope!r}: use letters, digits and _ . : @ - (at most 200)")
     return scope
 
@@ -69,7 +69,8 @@ class Engine:
                  transcriber: Transcriber | None = None, transcripts: TranscriptStore | None = None,
                  jobs: JobStore | None = None, minutes: MinutesDrafter | None = None,
                  feedback: FeedbackStore | None = None, closers: Sequence[Callable[[], None]] = (),
-                 max_file_bytes: int = 200 << 20, max_media_bytes: int = 4 << 30):
+                 max_file_bytes: int = 200 << 20, max_media_bytes: int = 4 << 30,
+                 max_queued_jobs: int | None = None):
         self.registry = registry
         self._pipeline = pipeline
         self._retriever = retriever
@@ -82,7 +83,8 @@ class Engine:
         self._drafter = minutes
         self._feedback = feedback
         self._closers = list(closers)
-        self._jobs = JobRunner(jobs, {"ingest": self._ingest_job, "minutes": self._minutes_job}) if jobs else None
+        handlers = {"ingest": self._ingest_job, "minutes": self._minutes_job}
+        self._jobs = JobRunner(jobs, handlers, max_queued=max_queued_jobs) if jobs else None
 
     def warm_up(self) -> None:
         """Load models and indexes now rather than on the first request."""
@@ -136,14 +138,28 @@ class Engine:
         check_scope(scope)
         source = source or f"upload:{filename}"
         doc_id = document_id(scope, source)
+        self._runner().check_room()  # Busy before a byte is stored
         try:
             staged = self._uploads.stage(filename, stream, doc_id)
         except (InvalidRequest, DocumentTooLarge) as e:
             result = {"doc_id": doc_id, "source": source, "status": IngestStatus.FAILED.value, "chunks": 0,
                       "error": e.detail, "error_code": e.code}
             return self._runner().failed("ingest", scope, source, error=e.detail, result=result, doc_id=doc_id)
-        return self._runner().submit("ingest", scope, source, doc_id=doc_id,
-                                     params={"path": str(staged), "source": source})
+        try:
+            return self._runner().submit("ingest", scope, source, doc_id=doc_id,
+                                         params={"path": str(staged), "source": source})
+        except BaseException:  # the queue filled meanwhile: nothing stays on disk
+            self._uploads.discard(staged)
+            raise
+
+    def check_job_room(self, jobs: int = 1) -> None:
+        """Busy when ``jobs`` more background jobs would not fit in the queue."""
+        self._runner().check_room(jobs)
+
+    @property
+    def pending_jobs(self) -> int:
+        """Background jobs waiting or running in this process."""
+        return self._jobs.pending if self._jobs is not None else 0
 
     def job(self, job_id: str, *, scopes: list[str] | None = None) -> Job:
         """A job; with ``scopes``, one outside them is reported as not found."""
@@ -290,6 +306,7 @@ class Engine:
             self.document(doc_id, scopes=[scope])
             return self._runner().submit("minutes", scope, doc_id, params={"doc_id": doc_id})
         assert stream is not None
+        self._runner().check_room()
         target = self._uploads.stage(filename or "", stream, "minutes")
         try:
             return self._runner().submit("minutes", scope, f"upload:{filename}", params={"path": str(target)})

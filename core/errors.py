@@ -57,3 +57,13 @@ class BackendError(ImpError):
     """A model or storage backend failed (model folder missing, vector store unreachable)."""
 
     code = "backend_error"
+
+
+class Busy(ImpError):
+    """Too much work is already waiting; the caller should try again after ``retry_after`` seconds."""
+
+    code = "busy"
+
+    def __init__(self, detail: str, retry_after: int = 30):
+        super().__init__(detail)
+        self.retry_after = retry_after

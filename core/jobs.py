@@ -3,6 +3,11 @@
 Each kind of job has a handler that gets the job (with the ``params`` it was
 submitted with) and a reporter for progress. Because jobs and their params are
 stored, ``resume`` picks up what a stopped service had not finished.
+
+The queue is bounded: past ``max_queued`` jobs waiting or running, a new one is
+refused with Busy (429 at the REST edge) rather than accepted into a backlog that
+would take hours to drain. Jobs resumed after a restart were accepted before and
+are always taken.
 """
 
 from __future__ import annotations
@@ -10,13 +15,14 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from core.errors import (
-    CorruptDocument, DocumentTooLarge, EmptyDocument, InvalidRequest, NotFound, UnsupportedFormat,
+    Busy, CorruptDocument, DocumentTooLarge, EmptyDocument, InvalidRequest, NotFound, UnsupportedFormat,
 )
 from core.models import Job
 from core.store.jobs import JobStore
@@ -55,18 +61,44 @@ def shown_error(e: BaseException, what: str) -> str:
 class JobRunner:
     """Runs submitted jobs in a background thread, one at a time, in submission order."""
 
-    def __init__(self, store: JobStore, handlers: dict[str, Handler]):
+    def __init__(self, store: JobStore, handlers: dict[str, Handler], *, max_queued: int | None = None):
         self.store = store
         self._handlers = handlers
+        self._max_queued = max_queued
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._pending = 0  # submitted or resumed, not yet finished
+        self._typical_s = 30.0  # how long a job took lately, for an honest Retry-After
+
+    @property
+    def pending(self) -> int:
+        """Jobs waiting or running in this process."""
+        return self._pending
+
+    def check_room(self, jobs: int = 1) -> None:
+        """Busy when ``jobs`` more would not fit: call before storing what a job would read."""
+        with self._lock:
+            self._refuse_if_full(jobs)
+
+    def _refuse_if_full(self, jobs: int = 1) -> None:
+        if self._max_queued is not None and self._pending + jobs > self._max_queued:
+            wait = max(5, min(3600, int(self._typical_s * (self._pending - self._max_queued + 1))))
+            raise Busy(f"{self._pending} jobs are already waiting or running; try again in {wait} s", wait)
 
     def submit(self, kind: str, scope: str, source: str, *, params: dict[str, Any],
                doc_id: str | None = None) -> Job:
         if kind not in self._handlers:
             raise ValueError(f"no handler for jobs of kind {kind!r}")
-        job = self.store.create(kind, scope, source, doc_id=doc_id, params=params)
-        self._enqueue(job.job_id)
+        with self._lock:
+            self._refuse_if_full()
+            self._pending += 1  # the place is taken before the job exists, so two callers cannot both take the last
+        try:
+            job = self.store.create(kind, scope, source, doc_id=doc_id, params=params)
+        except BaseException:
+            with self._lock:
+                self._pending -= 1
+            raise
+        self._enqueue(job.job_id, counted=True)
         return job
 
     def resume(self) -> int:
@@ -75,7 +107,7 @@ class JobRunner:
         for job in jobs:
             if job.kind in self._handlers:
                 self.store.requeue(job.job_id)
-                self._enqueue(job.job_id)
+                self._enqueue(job.job_id, counted=False)
             else:
                 self.store.finish(job.job_id, result=None, error=f"interrupted, and jobs of kind {job.kind!r} "
                                   "cannot be resumed by this version")
@@ -83,13 +115,24 @@ class JobRunner:
             log.warning("resuming %d unfinished job(s) after a restart", len(jobs))
         return len(jobs)
 
-    def _enqueue(self, job_id: str) -> None:
+    def _enqueue(self, job_id: str, *, counted: bool) -> None:
         with self._lock:
+            if not counted:
+                self._pending += 1
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(1, thread_name_prefix="imp-jobs")
             self._executor.submit(self._run, job_id)
 
     def _run(self, job_id: str) -> None:
+        started = time.monotonic()
+        try:
+            self._run_one(job_id)
+        finally:
+            with self._lock:
+                self._pending -= 1
+                self._typical_s = 0.8 * self._typical_s + 0.2 * (time.monotonic() - started)
+
+    def _run_one(self, job_id: str) -> None:
         job = self.store.get(job_id)
         self.store.progress(job_id, "started")
 

@@ -141,8 +141,8 @@ class UploadStore:
                 entry.unlink(missing_ok=True)
 
     def discard(self, path: Path) -> None:
-        """Remove an upload that was only needed by one job (minutes of a file): its folder, if it is ours."""
-        if path.parent.parent == self.files_dir / "minutes":
+        """Remove an upload no job will read (minutes of a file, or one still staged): its folder, if it is ours."""
+        if path.parent.parent == self.files_dir / "minutes" or path.parent.name.startswith(STAGING):
             shutil.rmtree(path.parent, ignore_errors=True)
 
     def remove_document(self, doc_id: str) -> None:

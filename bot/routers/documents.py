@@ -12,8 +12,8 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from bot.auth import Grant, grant_of
-from bot.schemas import DocumentOut, DocumentsOut, IngestOut, IngestResultOut, JobOut, JobsOut, errors
-from core.models import DEFAULT_SCOPE
+from bot.schemas import DocumentOut, DocumentsOut, IngestOut, IngestResultOut, JobOut, JobsOut, Scope, errors, no_empty_fields
+from core.models import DEFAULT_SCOPE, SCOPE_PATTERN
 from core.speech.export import render, to_dict
 
 router = APIRouter(tags=["documents"])
@@ -22,12 +22,13 @@ _SUBTITLE_TYPES = {"vtt": "text/vtt; charset=utf-8", "srt": "application/x-subri
 
 
 @router.post("/documents", response_model=IngestOut | JobsOut,
-             responses={202: {"model": JobsOut}} | errors(403))
+             responses={202: {"model": JobsOut}} | errors(403, 429), dependencies=[Depends(no_empty_fields("scope"))])
 def upload(
     request: Request,
     grant: Annotated[Grant, Depends(grant_of)],
-    files: Annotated[list[UploadFile], File(description="One or more files")],
-    scope: Annotated[str, Form(description="Access label, e.g. a Slack channel id")] = DEFAULT_SCOPE,
+    files: Annotated[list[UploadFile], File(description="One or more files", min_length=1)],
+    scope: Annotated[str, Form(description="Access label, e.g. a Slack channel id", pattern=SCOPE_PATTERN,
+                               max_length=200)] = DEFAULT_SCOPE,
     background: Annotated[bool, Query(description="Answer 202 at once with jobs to follow at /v1/jobs/{id}; "
                                       "for recordings, which take minutes to transcribe")] = False,
 ):
@@ -39,6 +40,7 @@ def upload(
     engine = request.app.state.engine
     grant.require([scope])
     if background:
+        engine.check_job_room(len(files))  # all of them or none: 429 before any is stored
         jobs = [JobOut.of(engine.submit_upload(f.filename or "", f.file, scope)) for f in files]
         return JSONResponse(JobsOut(jobs=jobs).model_dump(), status_code=202)
     results = []
@@ -52,7 +54,7 @@ def upload(
 @router.get("/documents", response_model=DocumentsOut, responses=errors(403))
 def list_documents(
     request: Request, grant: Annotated[Grant, Depends(grant_of)],
-    scope: Annotated[list[str] | None, Query(description="Only these scopes")] = None,
+    scope: Annotated[list[Scope] | None, Query(description="Only these scopes", max_length=1000)] = None,
 ) -> DocumentsOut:
     """Documents in the scopes the token opens (or in ``scope``, each of which it must open)."""
     scopes = grant.require(scope) if scope else grant.visible

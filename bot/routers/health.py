@@ -1,20 +1,31 @@
-"""Liveness and metrics routes (no auth: probes and scrapers call them)."""
+"""Liveness and metrics routes (no auth: probes and scrapers call them).
+
+Neither says anything about what is indexed: they are open to anyone who can reach the port.
+"""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel
 
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/healthz")
-def healthz(request: Request) -> dict:
-    """Liveness plus a cheap check that the registry answers."""
-    engine = request.app.state.engine
-    return {"status": "ok", "documents": len(engine.documents())}
+class HealthOut(BaseModel):
+    status: Literal["ok"]
 
 
-@router.get("/metrics")
+@router.get("/healthz", response_model=HealthOut)
+def healthz(request: Request) -> HealthOut:
+    """Liveness plus a cheap check that the registry's database answers (one row read)."""
+    request.app.state.engine.registry.generation()
+    return HealthOut(status="ok")
+
+
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition format"}})
 def metrics(request: Request) -> Response:
     body, content_type = request.app.state.metrics.render()
     return Response(body, media_type=content_type)

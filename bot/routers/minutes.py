@@ -8,19 +8,29 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from bot.auth import Grant, grant_of
-from bot.schemas import JobOut, errors
-from core.models import DEFAULT_SCOPE
+from bot.schemas import JobOut, errors, no_empty_fields
+from core.models import DEFAULT_SCOPE, SCOPE_PATTERN
 
 router = APIRouter(tags=["minutes"])
 
 
-@router.post("/minutes", status_code=202, response_model=JobOut, responses=errors(403, 404))
+# Exactly one of the two: FastAPI cannot say so from the parameters, so the schema says it here.
+_ONE_SOURCE = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "oneOf": [{"required": ["file"]}, {"required": ["doc_id"]}]}}}}}
+
+
+@router.post("/minutes", status_code=202, response_model=JobOut, responses=errors(403, 404, 429),
+             openapi_extra=_ONE_SOURCE, dependencies=[Depends(no_empty_fields("scope", "doc_id"))])
 def start_minutes(
     request: Request,
     grant: Annotated[Grant, Depends(grant_of)],
-    file: Annotated[UploadFile | None, File(description="A recording or transcript")] = None,
-    doc_id: Annotated[str | None, Form(description="Or the id of an ingested recording or transcript")] = None,
-    scope: Annotated[str, Form(description="The scope the document (and the job) belongs to")] = DEFAULT_SCOPE,
+    # Not "UploadFile | None": the schema would say anyOf[file, null], and clients then send the part
+    # without a filename, which is not a file upload at all. Absent means None all the same.
+    file: Annotated[UploadFile, File(description="A recording or transcript")] = None,  # type: ignore[assignment]
+    doc_id: Annotated[str | None, Form(description="Or the id of an ingested recording or transcript",
+                                       min_length=1, max_length=64)] = None,
+    scope: Annotated[str, Form(description="The scope the document (and the job) belongs to", pattern=SCOPE_PATTERN,
+                               max_length=200)] = DEFAULT_SCOPE,
 ):
     """Start writing minutes; follow the job at /v1/jobs/{id}, whose result is the minutes JSON.
 
@@ -28,8 +38,8 @@ def start_minutes(
     """
     engine = request.app.state.engine
     grant.require([scope])
-    if file is not None:
-        job = engine.submit_minutes(filename=file.filename or "", stream=file.file, scope=scope)
+    if file is not None:  # the engine refuses a file and a doc_id together
+        job = engine.submit_minutes(filename=file.filename or "", stream=file.file, doc_id=doc_id, scope=scope)
     else:
         job = engine.submit_minutes(doc_id=doc_id, scope=scope)
     return JSONResponse(JobOut.of(job).model_dump(), status_code=202)

@@ -171,7 +171,16 @@ class Engine:
             raise _unseen("job", job_id) from None
         if scopes is not None and job.scope not in scopes:
             raise _unseen("job", job_id)
-        return job
+        return self._without_removed_source(job)
+
+    def _without_removed_source(self, job: Job) -> Job:
+        """Minutes of an indexed document quote it: once the document is gone, so are its quotes."""
+        source = job.params.get("doc_id") if job.kind == "minutes" else None
+        if source is None or job.result is None or self.registry.find(source) is not None:
+            return job
+        return replace(job, result=None,
+                       error="the document these minutes were written from has been deleted since, so they are no "
+                             "longer shown")
 
     def recover_jobs(self) -> int:
         """At service start: resume the jobs a previous run of the service left unfinished,

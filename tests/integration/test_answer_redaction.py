@@ -135,3 +135,21 @@ def test_redacting_a_hostile_answer_text_takes_linear_time(text):
     started = time.perf_counter()
     assert redact(answer, visible=set()).citations == []
     assert time.perf_counter() - started < 1.0  # milliseconds; generous against a quadratic regex
+
+
+def test_minutes_of_a_document_deleted_since_no_longer_show_its_quotes(api, engine, samples):
+    """The sibling of a stored answer: a minutes job's result quotes the document it was written from."""
+    engine.ingest([samples / "design-review.vtt"])
+    doc_id = _doc_id(engine, "design-review.vtt")
+    job_id = api.post("/v1/minutes", data={"doc_id": doc_id}).json()["job_id"]
+    deadline = time.monotonic() + 60
+    while (job := api.get(f"/v1/jobs/{job_id}").json())["status"] not in ("done", "failed"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+    assert job["status"] == "done" and job["result"]["summary"]
+    assert api.delete(f"/v1/documents/{doc_id}").status_code == 200
+    after = api.get(f"/v1/jobs/{job_id}").json()
+    assert after["result"] is None
+    assert "deleted" in after["error"]
+    summary = job["result"]["summary"]
+    assert isinstance(summary, str) and summary[:40] not in json.dumps(after, ensure_ascii=False)

@@ -15,7 +15,9 @@ from functools import lru_cache
 
 from core.models import Hit
 
-_CITE = re.compile(r"\s*\[(\d+(?:\s*[,;]\s*\d+)*)\]")
+# Tried only where a run of spaces starts, and possessive: a long run of spaces not followed by "["
+# costs one pass, not one per space (this reads model drafts and whole source texts).
+_CITE = re.compile(r"(?<!\s)\s*+\[(\d++(?:\s*+[,;]\s*+\d++)*+)\]")
 _SPLIT = re.compile(r"(?<=[.!?])\s+(?!\[)|(?<=\])\s+(?=[A-Z0-9\"'(])|\n+")
 _WORD = re.compile(r"\w+", re.UNICODE)
 _STOP = frozenset(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -59,10 +60,17 @@ def test_minutes_of_a_text_transcript_carry_verbatim_evidence(engine, planning):
     assert check_evidence(meeting, minutes) == []
 
 
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
 def test_minutes_of_a_recording_point_at_the_moment(engine):
     minutes = engine.minutes(STANDUP)
     assert minutes.timed and set(minutes.attendees) == {"Speaker 1", "Speaker 2"}
-    assert minutes.decisions and minutes.action_items
+    # "Decision: we keep the pilot running until the end of June ..." is found whatever the recogniser wrote
+    # for the pause after "Decision" (a comma on one x86 CPU, a period on another); words, not punctuation.
+    assert any(len(_words(d.text) & {"keep", "pilot", "running", "june"}) >= 3 for d in minutes.decisions)
+    assert any(len(_words(a.task) & {"send", "weekly", "pilot", "report"}) >= 3 for a in minutes.action_items)
     for item in minutes.decisions + minutes.action_items:
         for e in item.evidence:
             assert e.start is not None and 0 <= e.start <= e.end <= 48.0 and e.speaker

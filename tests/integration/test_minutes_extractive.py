@@ -197,3 +197,43 @@ def test_minutes_of_the_longest_real_meeting(drafter, path, parse):
     assert 2 <= len(minutes.topics) <= 8
     assert len(minutes.open_questions) <= 8
     assert minutes.attendees and minutes.title.startswith("Meeting: ")
+
+
+# The sample stand-up as Whisper transcribed it on two x86 CPUs: the pause after a spoken cue became a comma
+# on one, a period (or a segment of its own) on another. The minutes are the same either way.
+STANDUP_VTT = """WEBVTT
+
+00:29.440 --> 00:36.900
+<v Speaker 1>Decision{pause} we keep the pilot running until the end of June, and we add two more robots in May.
+
+00:37.260 --> 00:42.380
+<v Speaker 1>Action item for Jonas{pause} order the two extra robots by Friday.
+
+00:42.380 --> 00:47.900
+<v Speaker 2>Agreed. I will also send the weekly pilot report to the customer every Monday.
+"""
+
+
+@pytest.mark.parametrize("pause", [",", ".", ":", " -"])
+def test_minutes_of_a_recognised_stand_up_do_not_depend_on_its_punctuation(engine, tmp_path, pause):
+    vtt = tmp_path / "standup.vtt"
+    text = STANDUP_VTT.replace("{pause} we", f"{pause} {'We' if pause == '.' else 'we'}")
+    vtt.write_text(text.replace("{pause} order", f"{pause} {'Order' if pause == '.' else 'order'}"))
+    minutes = engine.minutes(vtt)
+    assert [d.text for d in minutes.decisions] == [
+        "We keep the pilot running until the end of June, and we add two more robots in May."]
+    assert [(a.task, a.owner) for a in minutes.action_items] == [
+        ("Order the two extra robots", "Jonas"), ("Send the weekly pilot report to the customer every Monday",
+                                                  "Speaker 2")]
+    assert [e.start for e in minutes.decisions[0].evidence] == [29.44]
+    assert check_evidence(engine.meeting(vtt), minutes) == []
+
+
+def test_a_cue_recognised_as_a_cue_of_its_own_introduces_the_next_one(engine, tmp_path):
+    vtt = tmp_path / "standup.vtt"
+    vtt.write_text("WEBVTT\n\n00:29.440 --> 00:30.500\n<v Speaker 1>Decision.\n\n"
+                   "00:30.500 --> 00:36.900\n<v Speaker 1>We keep the pilot running until the end of June.\n")
+    [decision] = engine.minutes(vtt).decisions
+    assert decision.text == "We keep the pilot running until the end of June."
+    assert [(e.quote, e.start) for e in decision.evidence] == [
+        ("Decision.", 29.44), ("We keep the pilot running until the end of June.", 30.5)]

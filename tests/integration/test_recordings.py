@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -28,6 +29,12 @@ pytestmark = [
     pytest.mark.skipif(not OSR.exists(), reason="real speech from ../shared/data/audio is not here"),
     pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed"),
 ]
+
+
+def _said(text: str) -> str:
+    """The words only, lower case: what was recognised, whatever punctuation and casing the recogniser
+    wrote (they differ between x86 CPUs: "Decision, we" on one, "Decision. We" on another)."""
+    return " ".join(re.findall(r"[a-z0-9']+", text.lower()))
 
 
 def _ffmpeg(*args: str) -> None:
@@ -67,7 +74,7 @@ def test_video_is_searchable_with_time_coded_citations(engine, media):
     assert record.kind == "video" and 10.5 <= record.duration <= 11.5
 
     [hit] = engine.search("ask not what your country can do for you", k=1, scopes=["C1"])
-    assert "fellow americans" in hit.chunk.text.lower()
+    assert "fellow americans" in _said(hit.chunk.text)
     assert hit.chunk.start is not None and 0 <= hit.chunk.start < hit.chunk.end <= 11.5
 
     answer = engine.ask("What should you ask, rather than what your country can do for you?", scopes=["C1"])
@@ -81,8 +88,8 @@ def test_split_channel_call_gets_a_speaker_per_channel(engine, media, embedder):
     assert result.status == IngestStatus.INDEXED, result.error
     transcript = engine.transcript(result.doc_id)
     assert transcript.speakers == "channels"
-    first = next(s for s in transcript.segments if "reader" in s.text.lower())
-    harvard = next(s for s in transcript.segments if "pink shell" in s.text.lower())
+    first = next(s for s in transcript.segments if "reader" in _said(s.text))
+    harvard = next(s for s in transcript.segments if "pink shell" in _said(s.text))
     assert first.speaker == "Speaker 1" and harvard.speaker == "Speaker 2"
     assert harvard.start > 12.0  # the right channel starts speaking at 12.5 s
     starts = [s.start for s in transcript.segments]
@@ -118,7 +125,7 @@ def test_long_recording_is_cut_and_transcribed_in_parallel_in_order(tmp_path, em
     # Two channels of 48 s each, in pieces of about 10 s: progress climbs to the total.
     assert len(seen) >= 8 and seen[-1][0] == pytest.approx(seen[-1][1])
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
-    text = " ".join(s.text.lower() for s in transcript.segments)
+    text = _said(" ".join(s.text for s in transcript.segments))
     for phrase in ("excuse me", "native country", "pink shell", "come quickly"):
         assert phrase in text
     for s in transcript.segments:
@@ -200,7 +207,7 @@ def test_cli_transcribe_prints_json_vtt_and_srt(tmp_path, media):
 
     data = json.loads(run(str(media["video"]), "--json").stdout)
     assert set(data) >= {"duration", "language", "segments"}
-    assert "fellow americans" in " ".join(s["text"] for s in data["segments"]).lower()
+    assert "fellow americans" in _said(" ".join(s["text"] for s in data["segments"]))
     assert data["segments"][0]["speaker"] is None  # diarization off: unknown, not guessed
     assert run(str(media["video"]), "--vtt").stdout.startswith("WEBVTT")
     out = tmp_path / "inaugural.srt"

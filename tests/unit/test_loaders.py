@@ -424,5 +424,5 @@ def test_huge_single_line_text_fails_fast_with_the_limit_named(tmp_path):
 
 def test_extracted_text_over_the_limit_is_too_large(tmp_path):
     path = write(tmp_path, "q1.pdf", two_page_pdf())
-    with pytest.raises(DocumentTooLarge, match=r"over the limit of 20 characters"):
+    with pytest.raises(DocumentTooLarge, match=r"20 characters.*IMP_INGEST__MAX_CHARS"):
         load_file(path, max_chars=20)

@@ -201,3 +201,82 @@ def test_a_spoken_decision_transcribed_with_a_comma_is_a_decision():
     assert decision_text("Decision, we keep the pilot running until the end of June.") == \
         "We keep the pilot running until the end of June."
     assert decision_text("Agreed, but we still need to check the budget.") is None
+
+
+# A spoken cue reaches the rules with whatever punctuation the recogniser chose for the pause after it:
+# Whisper on one x86 CPU writes "Decision, we keep …", on another "Decision. We keep …" (issue 11).
+PILOT = "We keep the pilot running until the end of June."
+
+
+@pytest.mark.parametrize("said", [
+    "Decision: we keep the pilot running until the end of June.",
+    "Decision, we keep the pilot running until the end of June.",
+    "Decision. We keep the pilot running until the end of June.",
+    "Decision - we keep the pilot running until the end of June.",
+    "Decision \u2014 we keep the pilot running until the end of June.",
+    "Decision; we keep the pilot running until the end of June.",
+    "Decision... We keep the pilot running until the end of June.",
+    "Decision! We keep the pilot running until the end of June.",
+    "Decision we keep the pilot running until the end of June.",
+    "The final decision. We keep the pilot running until the end of June.",
+    "Okay. Decision. We keep the pilot running until the end of June. Thanks.",
+])
+def test_a_spoken_decision_is_found_whatever_the_punctuation(said):
+    [d] = find_decisions(meeting(("Anna Schmidt", said)))
+    assert d.text == PILOT
+    [e] = d.evidence
+    assert e.quote in said and e.quote.startswith(("Decision", "The final")) and e.quote.endswith("June.")
+
+
+def test_a_decision_cue_transcribed_as_a_segment_of_its_own_carries_to_the_same_speakers_next_segment():
+    m = meeting(("Anna Schmidt", "Decision."), ("Anna Schmidt", f"{PILOT} And we add two robots in May."),
+                ("Ben", "Good."))
+    [d] = find_decisions(m)
+    assert d.text == PILOT
+    assert [(e.turn, e.quote) for e in d.evidence] == [(1, "Decision."), (2, PILOT)]
+    # Another speaker's next words are not what the cue introduced.
+    assert find_decisions(meeting(("Anna Schmidt", "Decision."), ("Ben", PILOT))) == []
+
+
+@pytest.mark.parametrize("said", [
+    "Action item for Ben: order the two extra robots by Friday.",
+    "Action item for Ben, order the two extra robots by Friday.",
+    "Action item for Ben. Order the two extra robots by Friday.",
+    "Action item for Ben - order the two extra robots by Friday.",
+    "Action item for Ben order the two extra robots by Friday.",
+    "Action item. Ben will order the two extra robots by Friday.",
+    "Action item, Ben will order the two extra robots by Friday.",
+    "Action point: Ben will order the two extra robots by Friday.",
+])
+def test_a_spoken_action_item_is_found_whatever_the_punctuation(said):
+    [item] = find_actions(meeting(("Anna Schmidt", said), ("Ben", "Agreed.")))
+    assert (item.task, item.owner, item.due_text, item.due) == ("Order the two extra robots", "Ben", "by Friday",
+                                                                "2026-03-06")
+    assert [e.quote for e in item.evidence] == [said]
+
+
+@pytest.mark.parametrize("said", ["To do: order the two extra robots by Friday.",
+                                  "To do. Order the two extra robots by Friday.",
+                                  "To-do, order the two extra robots by Friday."])
+def test_a_spoken_to_do_is_an_action_item_without_an_owner(said):
+    [item] = find_actions(meeting(("Anna Schmidt", said)))
+    assert (item.task, item.owner, item.due) == ("Order the two extra robots", None, "2026-03-06")
+
+
+def test_an_action_cue_transcribed_as_a_segment_of_its_own_carries_to_the_next_segment():
+    m = meeting(("Anna Schmidt", "Action item for Ben."), ("Anna Schmidt", "Order the two extra robots by Friday."))
+    [item] = find_actions(m)
+    assert (item.task, item.owner, item.due) == ("Order the two extra robots", "Ben", "2026-03-06")
+    assert [(e.turn, e.quote) for e in item.evidence] == [(1, "Action item for Ben."),
+                                                          (2, "Order the two extra robots by Friday.")]
+
+
+@pytest.mark.parametrize("said", [
+    "Agreed. We keep the pilot running until the end of June.",  # a reply, not a cue
+    "Agreed, but we still need to check the budget.",
+    "Decisions are hard. We keep trying.",
+    "Decision? We keep the pilot running until the end of June.",
+    "That decision. We keep the pilot running until the end of June.",
+])
+def test_words_that_are_not_a_decision_cue(said):
+    assert find_decisions(meeting(("Anna Schmidt", said))) == []

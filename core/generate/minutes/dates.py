@@ -11,10 +11,7 @@ import calendar
 import re
 from datetime import date, timedelta
 
-
-def _plain(text: str) -> str:
-    """Typographic apostrophes made plain: same length, so match offsets stay valid."""
-    return text.replace("\u2019", "'").replace("\u2018", "'")
+from core.textutil import plain
 
 
 _WD = r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
@@ -48,7 +45,7 @@ def find_due(sentence: str, meeting_date: str | None = None) -> tuple[str, str |
     Relative phrases resolve against ``meeting_date``; without one only dates with a year do.
     """
     base = _parse_iso(meeting_date)
-    for m in _DUE.finditer(_plain(sentence)):
+    for m in _DUE.finditer(plain(sentence)):
         g = m.groupdict()
         prep = (g["prep"] or "").lower()
         needs_prep = g["iso"] or g["md_m"] or g["dm_m"] or (g["wd"] and not g["wd_mod"] and not g["wd_nw"])

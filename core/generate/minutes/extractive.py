@@ -19,10 +19,11 @@ from functools import lru_cache
 import numpy as np
 
 from core.generate.minutes.base import Progress
-from core.generate.minutes.rules import clean, find_actions, find_decisions, find_open_questions, key
+from core.generate.minutes.rules import find_actions, find_decisions, find_open_questions
 from core.generate.validation import content_words, split_sentences
 from core.index.embedders import Embedder
 from core.models import Meeting, Minutes, OpenQuestion, Topic
+from core.textutil import clean, key
 
 MAX_CANDIDATES = 240  # summary sentences embedded, spread over the meeting
 MAX_QUESTIONS = 48
@@ -40,7 +41,8 @@ INFO_WEIGHT, NOISE_WEIGHT = 0.05, 0.3
 WINDOW_BLOCKS = 10  # TextTiling's k: blocks compared on either side of a gap
 
 _TOKEN = re.compile(r"[A-Za-z][A-Za-z'-]*[A-Za-z]|\d+")
-_MARKUP = re.compile(r"<[^>]*>|\[[^\]]*\]|\{[^}]*\}")
+# A tag never spans its own opening bracket: an unclosed "[[[[…" is one pass, not one per "[".
+_MARKUP = re.compile(r"<[^<>]*+>|\[[^\[\]]*+\]|\{[^{}]*+\}")
 # Function words and the small talk of meetings: never keywords, never topic signal.
 _STOP = frozenset("""a about above after again against all also am an and any are aren't as at be because been
 before being below between both but by can can't cannot could couldn't did didn't do does doesn't doing don't down

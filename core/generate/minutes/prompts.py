@@ -130,7 +130,8 @@ class WindowReply(BaseModel):
         return v if v is not None else ("" if info.field_name == "summary" else [])
 
 
-_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
+# \s*+ is possessive: an unclosed fence followed by a long run of spaces is one pass, not one per space.
+_FENCE = re.compile(r"```(?:json|JSON)?\s*+(.*?)```", re.S)
 
 
 class BadReply(ValueError):

@@ -11,46 +11,34 @@ import re
 from collections.abc import Iterator
 
 from core.generate.minutes.base import evidence
-from core.generate.minutes.dates import _plain, find_due  # noqa: F401 - find_due is part of the rules API
+from core.generate.minutes.dates import find_due  # noqa: F401 - find_due is part of the rules API
 from core.generate.validation import content_words, split_sentences
 from core.models import ActionItem, Decision, Meeting, OpenQuestion, Turn
+from core.textutil import clean, plain as _plain
 
-# ---------------------------------------------------------------- cleaning
-
-_TAG = re.compile(r"<[^>]*>|\{[^}]*\}")  # <laugh/>, {disfmarker}, {vocalsound}
-_FILLER = re.compile(r"(?i)\b(?:u+h+m*|u+m+|e+h*m+|e+r+m+|h+m+|m+-?h+m+|mm+)\b[,.]?\s*")
-_LEAD = re.compile(r"(?i)^(?:(?:so|okay|ok|well|yeah|yes|right|and|but|also|alright|all right|now|then|anyway|"
-                   r"you know|i mean|oh|ah)\b[\s,.;:!-]*)+")
-_PUNCT_SPACE = re.compile(r"\s+([,.;:!?%])|\s+(?=(?:'s|'re|'ve|'ll|'d|'m|n't)\b)")
-
-
-def clean(sentence: str, *, lead: bool = True) -> str:
-    """The sentence without fillers, markup tags and stray spaces, first letter capitalised.
-
-    ``lead`` also drops the words a speaker starts with ("So, okay, and ...").
-    """
-    s = _plain(_TAG.sub(" ", sentence))
-    s = _FILLER.sub("", s)
-    s = _PUNCT_SPACE.sub(r"\1", re.sub(r"\s+", " ", s))
-    s = re.sub(r"(?i)\b([\w']+)(?:\s+\1\b)+", r"\1", s)  # "those those" -> "those"
-    s = re.sub(r"([,;])(?:\s*[,;])+", r"\1", s).strip()
-    s = (_LEAD.sub("", s) if lead else s).strip(" ,;:-")
-    s = re.sub(r"\s*-+\s*([.!?]?)$", r"\1", s)  # a sentence the speaker broke off ("And -.")
-    return s[:1].upper() + s[1:] if s else s
-
-
-def key(text: str) -> str:
-    """A normalised form for spotting near-identical items."""
-    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
-
+# ---------------------------------------------------------------- sentences
 
 MAX_SENTENCE_CHARS = 400  # an unpunctuated monologue is read in pieces: short quotes, bounded regex work
 
 
 def sentences_of(text: str) -> list[str]:
-    """The sentences of a turn, each a verbatim piece of it, long ones cut at a space."""
-    out = []
+    """The sentences of a turn, each a verbatim piece of it, long ones cut at a space.
+
+    A spoken cue the recogniser wrote as a sentence of its own ("Decision. We keep ...",
+    "Action item for Jonas. Order ...") is read together with the sentence after it.
+    """
+    spans: list[list[int]] = []
+    at = 0
     for s in split_sentences(text):
+        start = text.find(s, at)
+        at = start + len(s)
+        if spans and is_cue(text[spans[-1][0]:spans[-1][1]]):
+            spans[-1][1] = at
+        else:
+            spans.append([start, at])
+    out = []
+    for start, end in spans:
+        s = text[start:end]
         while len(s) > MAX_SENTENCE_CHARS:
             cut = s.rfind(" ", MAX_SENTENCE_CHARS // 2, MAX_SENTENCE_CHARS)
             cut = cut if cut > 0 else MAX_SENTENCE_CHARS
@@ -61,21 +49,63 @@ def sentences_of(text: str) -> list[str]:
     return out
 
 
-def _sentences(meeting: Meeting) -> Iterator[tuple[int, Turn, list[str]]]:
-    for pos, turn in enumerate(meeting.turns):
-        yield pos, turn, sentences_of(turn.text)
+def _sentences(meeting: Meeting) -> Iterator[tuple[int, Turn, list[str], tuple[Turn, str] | None]]:
+    """Each turn's sentences, and what a cue that ends the turn introduces.
+
+    A recogniser often makes a spoken cue ("Decision.", "Action item for Jonas.") a segment of its
+    own; when the same speaker goes on in the next turn, its first sentence is what the cue
+    introduces: it comes as (that turn, that sentence) and is not read again in its own turn.
+    """
+    turns = meeting.turns
+    sentences = sentences_of(turns[0].text) if turns else []
+    for pos, turn in enumerate(turns):
+        nxt = turns[pos + 1] if pos + 1 < len(turns) else None
+        after = sentences_of(nxt.text) if nxt is not None else []
+        follow = None
+        if sentences and after and nxt.speaker == turn.speaker and is_cue(sentences[-1]):
+            follow, after = (nxt, after[0]), after[1:]
+        yield pos, turn, sentences, follow
+        sentences = after
+
+
+def _statements(turn: Turn, sentences: list[str], follow: tuple[Turn, str] | None
+                ) -> Iterator[tuple[str, str, tuple[tuple[Turn, str], ...]]]:
+    """(sentence, what the rules read, where it was said) for each sentence of a turn."""
+    for i, s in enumerate(sentences):
+        if follow is not None and i == len(sentences) - 1:
+            yield s, f"{s} {follow[1]}", ((turn, s), follow)
+        else:
+            yield s, s, ((turn, s),)
 
 
 def _has_content(text: str, n: int = 2) -> bool:
     return len(content_words(text)) >= n
 
 
+# ---------------------------------------------------------------- spoken cues
+
+# A cue ("Decision: ...", "Action item for Jonas: ...") reaches us with whatever the recogniser wrote
+# for the pause after it: a colon, a comma, a dash, a period (then the cue is a sentence of its own,
+# read with the next one: see sentences_of and _sentences), or nothing at all.
+_SEP = r"[:;,.!\u2013\u2014-]"
+_SEPS = rf"\s*+(?:{_SEP}\s*+)++"  # possessive: a long run of them is one pass
+_DECISION_NOUN = r"(?i:(?:the\s+|our\s+)?(?:final\s+)?(?:decision|resolution|conclusion))"
+_ACTION_CUE = r"(?i:(?:an?\s+)?(?:action\s+(?:item|point)s?|to-?dos?|to\s+do))"
+_NAME = r"\[?[A-Z][A-Za-z0-9]++\]?(?:\s+[A-Z][a-z]+)?"  # possessive: a name never gives letters back
+_CUE = re.compile(rf"^\W*+(?:{_DECISION_NOUN}|{_ACTION_CUE}(?:\s+(?i:for)\s+{_NAME})?)\s*+(?:{_SEP}\s*+)*+$")
+
+
+def is_cue(sentence: str) -> bool:
+    """Whether a sentence is only a spoken cue ("Decision.", "Action item for Jonas."), its content to follow."""
+    return bool(_CUE.match(_plain(sentence)))
+
+
 # ---------------------------------------------------------------- decisions
 
-# A recogniser writes the spoken "Decision: ..." as "Decision, ..."; only that noun takes a comma
-# ("Agreed, but ..." is not a decision).
-_DECISION_PREFIX = re.compile(r"(?i)^\W*(?:the\s+)?(?:final\s+)?(?:(?:decision|decided|resolution|resolved|agreed|"
-                              r"conclusion)\s*[:\u2013\u2014-]|decision\s*,)\s*(?P<rest>.+)$")
+# A decision noun takes any pause ("Decision, we ...", "Decision. We ..."), or none before "we"; a verb
+# takes only a colon or a dash ("Agreed, but ..." is not a decision).
+_DECISION_PREFIX = re.compile(rf"""^\W*+(?:{_DECISION_NOUN}(?:{_SEPS}|\s++(?=(?i:we)\b))
+   |(?i:(?:the\s+)?(?:final\s+)?(?:decided|resolved|agreed))\s*+(?:[:\u2013\u2014-]\s*+)++)(?P<rest>.+)$""", re.X)
 _DECISION = re.compile(r"""(?ix)
    \bwe(?:'ve|\s+have)?\s+(?:all\s+|just\s+|now\s+|finally\s+|already\s+)?
       (?:decided|agreed|concluded|settled\s+on|chose|chosen|opted)\b
@@ -137,11 +167,11 @@ def find_decisions(meeting: Meeting) -> list[Decision]:
     """Decisions stated outright, and proposals another speaker agreed to in the next turn."""
     out: list[Decision] = []
     turns = meeting.turns
-    for pos, turn, sentences in _sentences(meeting):
-        for s in sentences:
-            text = decision_text(s)
+    for pos, turn, sentences, follow in _sentences(meeting):
+        for _, said, where in _statements(turn, sentences, follow):
+            text = decision_text(said)
             if text:
-                out.append(Decision(text, (evidence(turn, s, meeting.timed),)))
+                out.append(Decision(text, tuple(evidence(t, q, meeting.timed) for t, q in where)))
         nxt = turns[pos + 1] if pos + 1 < len(turns) else None
         if sentences and nxt is not None and _other(turn, nxt) and is_agreement(nxt.text):
             last = sentences[-1]
@@ -172,17 +202,17 @@ _NEEDS_PARTICLE = {"look": r"into|at|over|through", "follow": r"up", "reach": r"
                    "let": r"\w+\s+know|(?:\w+\s+){0,3}know", "get": r"back|in\s+touch|the|a|an|some|them|those|this"}
 _ADVERBS = re.compile(r"(?i)^(?:(?:also|just|then|probably|definitely|certainly|quickly|first|actually|still|"
                       r"personally|try\s+to|go\s+ahead\s+and)\s+)+")
-_NAME = r"\[?[A-Z][A-Za-z0-9]+\]?(?:\s+[A-Z][a-z]+)?"
 _SUBJECT = rf"(?P<subj>(?i:\bI\b|\bwe\b|\bthe\s+team\b|\beveryone\b|\beverybody\b)|\b{_NAME})"
 _COMMIT = re.compile(rf"""{_SUBJECT}(?:\s+(?i:will|shall|is\s+going\s+to|am\s+going\s+to|are\s+going\s+to)
    |(?i:'ll|'m\s+going\s+to|'re\s+going\s+to|'s\s+going\s+to|'m\s+gonna|'re\s+gonna))\s+(?P<task>.+)$""", re.X)
 _MUST = re.compile(rf"{_SUBJECT}\s+(?i:need|needs|have|has)\s+to\s+(?P<task>.+)$")
-# "Action item for Jonas, order…" (Whisper writes the spoken pause as a comma) or "Action item: …".
-_PREFIX = re.compile(rf"^\W*(?i:(?:an?\s+)?(?:action\s+items?|action\s+points?|to-?dos?|to\s+do))"
-                     rf"(?:\s+(?i:for)\s+(?P<name>{_NAME})\s*[,:\u2013\u2014-]|\s*[:\u2013\u2014-])\s*(?P<rest>.+)$")
+# "Action item for Jonas: order …", "Action item, Jonas will …", "To do. Send …": see the spoken cues.
+_PREFIX = re.compile(rf"""^\W*+{_ACTION_CUE}(?:\s+(?i:for)\s+(?P<name>{_NAME})(?:{_SEPS}|\s++(?=[a-z]))|{_SEPS})
+   (?P<rest>.+)$""", re.X)
 _REQUEST = re.compile(rf"(?:^|[,;]\s*)(?:(?P<name>{_NAME}),\s+)?(?i:(?:can|could|would|will)\s+you\s+"
                       r"(?:please\s+)?)(?P<task>.+?)\s*\?$")
-_PLEASE = re.compile(rf"(?:(?P<name>{_NAME}),\s+)?(?i:\bplease)\s+(?P<task>.+)$")
+# A name starts a word: tried from inside one, each start rescanned the rest of a long word.
+_PLEASE = re.compile(rf"(?:(?<!\w)(?P<name>{_NAME}),\s+)?(?i:\bplease)\s+(?P<task>.+)$")
 _ACCEPT = re.compile(r"(?i)^(?:yes|yeah|yep|sure|of\s+course|will\s+do|no\s+problem|absolutely|definitely|"
                      r"certainly|i\s+can|i\s+will|i'll|consider\s+it\s+done|on\s+it)\b")
 _REFUSE = re.compile(r"(?i)\b(?:can't|cannot|won't|not\s+sure|no\s+time|don't\s+think)\b")
@@ -192,7 +222,8 @@ those here we i our my your his her their its some any no nothing everything som
 monday tuesday wednesday thursday friday saturday sunday january february march april may june july august september
 october november december hopefully probably perhaps please thanks sure because""".split())
 _EMPTY_OBJECTS = frozenset("sure know out up back togeth care over touch later again now soon first".split())
-_BOUNDARY = re.compile(r"(?i)\s*(?:;|,\s*(?:and|but|so|because)\b|\s(?:because|but|so\s+that|since|unless|if)\b)")
+_BOUNDARY = re.compile(r"(?i)(?<!\s)\s*+(?:;|,\s*+(?:and|but|so|because)\b)"
+                       r"|(?<!\s)\s++(?:because|but|so\s+that|since|unless|if)\b")
 
 
 def owner_of(subject: str, speaker: str | None, speakers: list[str]) -> str | None:
@@ -298,11 +329,17 @@ def request(sentence: str) -> tuple[str | None, str] | None:
     return name, task
 
 
+_OKAYS = re.compile(r"(?i)(?:ok(?:ay)?\b\W*+)+")
+
+
 def is_acceptance(reply: str) -> bool:
     text = clean(reply, lead=False)
-    if re.match(r"(?i)ok(?:ay)?\b", text):  # "Okay." accepts; "Okay, thanks everyone." only closes
-        rest = re.sub(r"(?i)^ok(?:ay)?\W*", "", text)
-        return not content_words(rest) or is_acceptance(rest)
+    okays = _OKAYS.match(text)
+    if okays:  # "Okay." accepts; "Okay, thanks everyone." only closes; "Okay, okay, sure." accepts
+        text = text[okays.end():]
+        if not content_words(text):
+            return True
+        text = clean(text, lead=False)
     return bool(_ACCEPT.match(text)) and not _REFUSE.search(text[:60])
 
 
@@ -311,13 +348,13 @@ def find_actions(meeting: Meeting) -> list[ActionItem]:
     meet, and requests ("can you ...?", "please ... by Friday") that the next speaker accepted."""
     speakers = list(dict.fromkeys(t.speaker for t in meeting.turns if t.speaker))
     turns, out = meeting.turns, []
-    for pos, turn, sentences in _sentences(meeting):
+    for pos, turn, sentences, follow in _sentences(meeting):
         nxt = turns[pos + 1] if pos + 1 < len(turns) else None
-        for s in sentences:
-            item = commitment(s, turn.speaker, speakers, meeting.date)
+        for s, said, where in _statements(turn, sentences, follow):
+            item = commitment(said, turn.speaker, speakers, meeting.date)
             if item:
                 out.append(ActionItem(item.task, item.owner, item.due, item.due_text,
-                                      (evidence(turn, s, meeting.timed),)))
+                                      tuple(evidence(t, q, meeting.timed) for t, q in where)))
                 continue
             asked = request(s)
             if not asked:
@@ -382,7 +419,7 @@ def find_open_questions(meeting: Meeting) -> list[tuple[OpenQuestion, bool]]:
     Returns (question, flagged) in meeting order; flagged means the words say it is open.
     """
     turns, out = meeting.turns, []
-    for pos, turn, sentences in _sentences(meeting):
+    for pos, turn, sentences, _ in _sentences(meeting):
         for i, s in enumerate(sentences):
             flagged = bool(_OPEN.search(_plain(s)))
             text = question_text(s)

@@ -12,6 +12,7 @@ and app on the same data folder finish what the previous run accepted.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -121,8 +122,9 @@ def test_minutes_of_the_latest_recording_are_posted_with_progress_and_the_full_f
     assert "Minutes: rotterdam-pilot-standup" in shown
     for heading in ("*Summary*", "*Decisions*", "*Action items*"):
         assert heading in shown
-    assert "pilot running until the end of June" in shown
-    assert "weekly pilot report" in shown
+    # Recognised words, not their punctuation or case (which differ between CPUs).
+    assert "pilot running until the end of june" in _words(shown)
+    assert "weekly pilot report" in _words(shown)
     assert "requested by <@U0ALICE>" in shown
 
     # Progress showed on the same message while it worked: the update Slack refused with a 429 was sent
@@ -135,7 +137,7 @@ def test_minutes_of_the_latest_recording_are_posted_with_progress_and_the_full_f
 
     markdown = uploaded_markdown(fake, "C0GENERAL", status["ts"])
     assert markdown.startswith("# rotterdam-pilot-standup")
-    assert "## Action items" in markdown and "weekly pilot report" in markdown
+    assert "## Action items" in markdown and "weekly pilot report" in _words(markdown)
     assert fake.calls_to("download:F0STANDUP")
     assert fake.calls_to("download:F0STANDUP")[0].headers.get("Authorization") == f"Bearer {fake.token}"
     # The task is closed once the upload returns (the fake records the upload before it answers).
@@ -311,3 +313,7 @@ def test_minutes_that_meet_a_429_storm_are_posted_on_a_later_round(engine, fake_
     assert not any(":warning:" in t for t in said)  # a 429 is no failure to report
     assert shown_at(fake_slack, "C0GENERAL", status_ts)["text"].startswith("Minutes of design-review.vtt")
     assert bot.deps.state.task(task.task_id).state == "done"
+
+
+def _words(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9']+", text.lower()))

@@ -203,12 +203,14 @@ class AnswerOut(BaseModel):
     citations: list[CitationOut]
     model: str
     timings_ms: TimingsOut
+    removed_sources: int = Field(0, description="Sources deleted, unshared or replaced since the answer was given; "
+                                 "neither they nor the sentences resting on them are shown")
 
     @classmethod
     def of(cls, a: Answer) -> AnswerOut:
         cites = [CitationOut(n=c.n, **_located(c.chunk)) for c in a.citations]
         return cls(answer_id=a.answer_id, answer=a.text, abstained=a.abstained, citations=cites, model=a.model,
-                   timings_ms=TimingsOut(**a.timings_ms))
+                   timings_ms=TimingsOut(**a.timings_ms), removed_sources=a.removed_sources)
 
 
 class JobOut(BaseModel):

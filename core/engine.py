@@ -364,7 +364,7 @@ class Engine:
     def answer(self, answer_id: str, *, scopes: list[str] | None = None) -> Answer:
         """A stored answer; with ``scopes``, it is found only if every scope it was asked in is among them."""
         try:
-            answer = self._answerer.answers.get(answer_id)
+            answer = self._answerer.read(answer_id)
         except NotFound:
             raise _unseen("answer", answer_id) from None
         if scopes is not None and not set(answer.scopes) <= set(scopes):

@@ -305,6 +305,9 @@ class Answer:
     timings_ms: dict[str, float]
     created_at: datetime
     notes: list[str] = field(default_factory=list)
+    # Sources deleted, unshared or replaced since the answer was given: read back, it no longer shows
+    # them nor the sentences that rested on them (core.generate.redaction).
+    removed_sources: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,6 @@ from bot.slack.blocks import SHARE_ACTION, answer_blocks, answer_text, escape, p
 from bot.slack.deps import SlackDeps, post_answer, reason
 from bot.slack.files import FileRefusal, find_recording, shared_file
 from bot.slack.scopes import is_dm
-from core.generate.redaction import removed_sources
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ def register(app: App, deps: SlackDeps) -> None:
         user, channel = body["user"]["id"], (body.get("channel") or {}).get("id")
         try:
             answer = deps.engine.answer(action["value"])
-            if removed_sources(answer):
+            if answer.removed_sources:
                 respond(response_type="ephemeral", replace_original=False, text=REMOVED_SINCE)
                 return
             visible = deps.scopes.for_message(channel, user, team_hint=(body.get("user") or {}).get("team_id")) \

@@ -20,6 +20,7 @@ from core.generate.extractive import ExtractiveWriter
 from core.generate.prompts import Packed, answer_messages, pack_sources, rewrite_messages
 from core.generate.validation import validate
 from core.models import Answer, Citation, Hit, Message
+from core.generate.redaction import redact
 from core.store.answers import AnswerLog
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,11 @@ class Answerer:
 
     def stream(self, question: str, scopes: list[str], history: list[Message] | None = None) -> Iterator[StreamEvent]:
         yield from self._run(question, scopes, history or [], stream=True)
+
+    def read(self, answer_id: str) -> Answer:
+        """A logged answer as it may be shown again: sources removed since, and what rested on them, left out."""
+        stored = self.answers.get(answer_id)
+        return redact(stored, self.answers.visible_sources(stored))
 
     def _run(self, question: str, scopes: list[str], history: list[Message], *, stream: bool) -> Iterator[StreamEvent]:
         started = time.perf_counter()

@@ -14,11 +14,11 @@ the visible source supports at least half of its words, not necessarily the rest
 short uncited sentence (validation keeps "Yes." beside the sentence before it) goes
 with the sentence it follows. Surviving citations keep their numbers, so [2] still
 means what it meant when the answer was given. The answer then says plainly how many
-sources were removed, and its diagnostic notes (which may quote a dropped draft
-sentence) are replaced by that note.
+sources were removed (``Answer.removed_sources`` counts them), and its diagnostic
+notes, which may quote a dropped draft sentence, are left out.
 
-This sits with answering because it is the inverse of validation; the answer log
-(core.store.answers) calls it on every read, so every front door gets it.
+This sits with answering because it is the inverse of validation; the answerer applies
+it to every answer read back (``Answerer.read``), so every front door gets it.
 """
 
 from __future__ import annotations
@@ -34,10 +34,6 @@ from core.models import Answer
 # separators between numbers are required, so the groups cannot be split two ways.
 _MARKS = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 _NUMBER = re.compile(r"\d+")
-
-# The machine-readable first words of the note a redacted answer carries (see removed_sources).
-NOTE_PREFIX = "sources removed since this answer was given: "
-
 
 def _cited(sentence: str) -> set[int]:
     return {int(n) for group in _MARKS.findall(sentence) for n in _NUMBER.findall(group)}
@@ -75,14 +71,6 @@ def redact(answer: Answer, visible: Collection[str]) -> Answer:
     notice = removal_notice(len(gone), everything=everything)
     text = notice if everything else f"{' '.join(kept)} {notice}"
     return dataclasses.replace(
-        answer, text=text, abstained=answer.abstained or everything, citations=remaining,
-        notes=[f"{NOTE_PREFIX}{len(gone)}"])
+        answer, text=text, abstained=answer.abstained or everything, citations=remaining, notes=[],
+        removed_sources=len(gone))
 
-
-def removed_sources(answer: Answer) -> int:
-    """How many of ``answer``'s sources were removed when it was read (0 for an answer served whole)."""
-    for note in answer.notes:
-        if note.startswith(NOTE_PREFIX):
-            tail = note[len(NOTE_PREFIX):]
-            return int(tail) if tail.isdigit() else 1
-    return 0

@@ -1,9 +1,8 @@
 """The answer log: every answer with its question, citations, scopes, model and timings.
 
-The log keeps what was answered, but reading an answer back serves only what is still
-there: citations of documents deleted, unshared or replaced since are redacted, with the
-sentences resting on them (core.generate.redaction). Every front door reads answers
-through ``get``, so none can serve a removed document's text again.
+The log keeps what was answered. What may be shown again is decided above it: the
+answerer reads an answer back through ``Answerer.read``, which redacts citations of
+documents deleted, unshared or replaced since (``visible_sources`` says which remain).
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from core.errors import NotFound
-from core.generate.redaction import redact
 from core.models import Answer, Chunk, Citation
 from core.store.registry import DocumentRegistry
 from core.store.schema import AnswerRow
@@ -47,13 +45,12 @@ class AnswerLog:
                 timings_ms=dict(answer.timings_ms), notes=list(answer.notes), created_at=answer.created_at,
             ))
 
-    def get(self, answer_id: str) -> Answer:
-        """The answer as it may be shown now: sources no longer visible, and what rested on them, removed."""
-        stored = self._stored(answer_id)
-        visible = self._registry.visible_chunks(c.chunk.chunk_id for c in stored.citations)
-        return redact(stored, visible.keys())
+    def visible_sources(self, answer: Answer) -> set[str]:
+        """The chunk ids among ``answer``'s citations that are still visible (committed, not deleted)."""
+        return set(self._registry.visible_chunks(c.chunk.chunk_id for c in answer.citations))
 
-    def _stored(self, answer_id: str) -> Answer:
+    def get(self, answer_id: str) -> Answer:
+        """The answer as it was given (``Answerer.read`` gives what may be shown again)."""
         with self._session() as s:
             row = s.get(AnswerRow, answer_id)
             if row is None:

@@ -70,6 +70,8 @@ def build_engine(settings: Settings, *, embedder: Embedder | None = None) -> Eng
         max_file_bytes=int(settings.ingest.max_file_mb * 2**20), max_chars=settings.ingest.max_chars,
         transcriber=transcriber, transcripts=transcripts,
         max_media_bytes=int(settings.speech.max_file_mb * 2**20),
+        loader_timeout_s=settings.ingest.loader_timeout_s, loader_max_mb=settings.ingest.loader_max_mb,
+        loader_workers=settings.ingest.loader_workers,
     )
     retriever = HybridRetriever(registry, vectors, keywords, embedder,
                                 candidates=settings.search.candidates, rrf_k=settings.search.rrf_k)
@@ -82,7 +84,7 @@ def build_engine(settings: Settings, *, embedder: Embedder | None = None) -> Eng
     return Engine(registry, pipeline, retriever, answerer, files_dir=data / "files",
                   default_k=settings.search.default_k, transcriber=transcriber, transcripts=transcripts,
                   jobs=JobStore(registry), minutes=build_minutes(embedder, generator),
-                  feedback=FeedbackStore(registry), closers=[vectors.close, registry.close],
+                  feedback=FeedbackStore(registry), closers=[pipeline.close, vectors.close, registry.close],
                   max_file_bytes=int(settings.ingest.max_file_mb * 2**20),
                   max_media_bytes=int(settings.speech.max_file_mb * 2**20),
                   max_queued_jobs=settings.admission.max_queued_jobs if settings.admission.enabled else None)

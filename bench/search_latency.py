@@ -90,19 +90,24 @@ def build_corpus(engine, vectors: ChromaVectorStore, model_id: str, pool: list[s
         chunks = [c for g in group for c in g[4]]
         vecs = rng.standard_normal((len(chunks), DIM)).astype(np.float32)
         vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        leases = []
         with Stopwatch() as t:
             for doc_id, source, scope, version, cs in group:
-                registry.begin(doc_id, source, scope, version, sum(len(c.text) for c in cs))
+                attempt = registry.start(doc_id, source, scope)
+                lease = registry.lock(doc_id, source, scope, attempt)
+                registry.begin(lease, attempt, version, sum(len(c.text) for c in cs))
                 registry.put_chunks(doc_id, version, cs)
+                leases.append((lease, attempt))
         t_reg += t.seconds
         with Stopwatch() as t:
             vectors.upsert(chunks, vecs)
         t_vec += t.seconds
         with Stopwatch() as t:
-            for doc_id, _source, _scope, version, cs in group:
-                registry.commit(doc_id, version, CommitInfo(
+            for (_doc_id, _source, _scope, version, cs), (lease, attempt) in zip(group, leases, strict=True):
+                registry.commit(lease, attempt, version, CommitInfo(
                     kind="text", title=None, chunks=len(cs), segments=len(cs), pages=None, duration=None,
                     embedding_model=model_id, index_signature="bench:synthetic"))
+                lease.release()
         t_reg += t.seconds
         group.clear()
 

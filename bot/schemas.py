@@ -98,7 +98,7 @@ class DocumentOut(BaseModel):
     @classmethod
     def of(cls, d: DocumentRecord) -> DocumentOut:
         error = d.error
-        if error and d.extra.get("error_code") in INTERNAL_CODES and not error.startswith("internal error (ref "):
+        if error and d.extra.get("error_code") in INTERNAL_CODES and "(ref " not in error:
             error = "internal error while indexing; the server log has the details"
         return cls(doc_id=d.doc_id, source=d.source, scope=d.scope, status=d.status.value, kind=d.kind,
                    title=d.title, chunks=d.chunks, pages=d.pages, duration=d.duration, size_bytes=d.size_bytes,

@@ -52,6 +52,11 @@ class SearchSettings(BaseModel):
 class IngestSettings(BaseModel):
     max_file_mb: float = Field(default=200.0, gt=0)
     max_chars: int = Field(default=5_000_000, ge=1000)
+    # Documents are read in worker processes (core/ingest/sandbox.py) under these limits; a file that
+    # needs more time or memory fails with a reason naming the setting. 0 workers: read in-process, unbounded.
+    loader_timeout_s: float = Field(default=300.0, gt=0)
+    loader_max_mb: int = Field(default=2048, ge=256)
+    loader_workers: int = Field(default=2, ge=0, le=64)
 
 
 class SpeechSettings(BaseModel):

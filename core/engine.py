@@ -214,7 +214,7 @@ class Engine:
         if result.status == IngestStatus.INDEXED:
             self._pipeline.refresh_keywords()
         if (result.error is not None and result.error_code in _INTERNAL_CODES
-                and not result.error.startswith("internal error (ref ")):  # already logged with a reference
+                and "(ref " not in result.error):  # already logged with a reference
             ref = secrets.token_hex(4)
             log.error("ingesting %s failed (ref %s): %s", source, ref, result.error)
             result = replace(result, error=f"internal error (ref {ref})")

@@ -28,7 +28,7 @@ class VectorStore(Protocol):
 
     def query(self, vector: np.ndarray, k: int, scopes: list[str]) -> list[tuple[str, float]]: ...
 
-    def count(self) -> int: ...
+    def count(self, doc_id: str | None = None, version: str | None = None) -> int: ...
 
 
 class ChromaVectorStore:
@@ -75,8 +75,9 @@ class ChromaVectorStore:
                 self._name, embedding_function=None, metadata={"hnsw:space": "cosine"}
             )
         except Exception as e:
-            where = self._url or self._path
-            raise BackendError(f"cannot open Chroma collection {self._name!r} at {where}: {e}") from e
+            # Where and why go to the log (the operator's); the error says what, for anyone to read.
+            log.error("cannot open Chroma collection %r at %s: %s", self._name, self._url or self._path, e)
+            raise BackendError("cannot open the vector store (Chroma)") from e
 
     def close(self) -> None:
         """Release Chroma's files and connections; the next call opens the collection again."""
@@ -98,7 +99,8 @@ class ChromaVectorStore:
                     metadatas=[{"doc_id": c.doc_id, "version": c.version, "scope": c.scope} for c in part],
                 )
         except Exception as e:
-            raise BackendError(f"vector store write failed: {e}") from e
+            log.error("Chroma write failed: %s", e)
+            raise BackendError("the vector store (Chroma) failed to write") from e
 
     def delete(self, doc_id: str, *, keep_version: str | None = None) -> None:
         where: dict[str, Any] = {"doc_id": doc_id}
@@ -107,7 +109,8 @@ class ChromaVectorStore:
         try:
             self._coll().delete(where=where)
         except Exception as e:
-            raise BackendError(f"vector store delete failed: {e}") from e
+            log.error("Chroma delete failed: %s", e)
+            raise BackendError("the vector store (Chroma) failed to delete") from e
 
     def query(self, vector: np.ndarray, k: int, scopes: list[str]) -> list[tuple[str, float]]:
         if not scopes:
@@ -119,10 +122,21 @@ class ChromaVectorStore:
                 include=["distances"],
             )
         except Exception as e:
-            raise BackendError(f"vector search failed: {e}") from e
+            log.error("Chroma search failed: %s", e)
+            raise BackendError("the vector store (Chroma) failed to search") from e
         ids = res["ids"][0] if res["ids"] else []
         dists = res["distances"][0] if res.get("distances") else [0.0] * len(ids)
         return [(cid, 1.0 - float(d)) for cid, d in zip(ids, dists, strict=True)]
 
-    def count(self) -> int:
-        return int(self._coll().count())
+    def count(self, doc_id: str | None = None, version: str | None = None) -> int:
+        """All vectors, or those of one document (and one of its versions)."""
+        if doc_id is None:
+            return int(self._coll().count())
+        where: dict[str, Any] = {"doc_id": doc_id}
+        if version is not None:
+            where = {"$and": [{"doc_id": doc_id}, {"version": version}]}
+        try:
+            return len(self._coll().get(where=where, include=[])["ids"])
+        except Exception as e:
+            log.error("Chroma read failed: %s", e)
+            raise BackendError("the vector store (Chroma) failed to read") from e

@@ -2,8 +2,21 @@
 
 Each document is atomic. Chunks and vectors of a new version are written under
 ids derived from (source, content hash), then one registry transaction makes
-that version the visible one, and only then are the previous version's chunks
-removed. Re-running after a crash redoes the same writes under the same ids.
+that version the visible one and drops the other versions' chunk texts; their
+vectors go right after. Re-running after a crash redoes the same writes under
+the same ids.
+
+Concurrent ingests of one document (racing uploads, two `imp ingest` runs) are
+ordered by the attempt number each takes when it starts: the newest attempt that
+succeeds is what search shows, and only the holder of the document's writer
+lease touches its chunks and vectors (core.store.registry). An older attempt
+that finds a newer one already visible answers failed, code ``superseded``.
+"Unchanged" is answered only for a visible version whose chunks and vectors
+are all there.
+
+Documents (not recordings) are read by core.ingest.sandbox: in worker processes
+with a memory cap and a time limit. Users see plain reasons; internal failures
+show only a log reference, and the log line with that reference has the detail.
 """
 
 from __future__ import annotations
@@ -11,18 +24,23 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
+import secrets
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.errors import BackendError, DocumentTooLarge, EmptyDocument, ImpError
+from core.errors import (
+    CorruptDocument, DocumentTooLarge, EmptyDocument, ImpError, InvalidRequest, NotFound, UnsupportedFormat,
+)
 from core.index.embedders import Embedder
 from core.index.keyword import KeywordIndex
 from core.index.vectors import VectorStore
 from core.ingest.chunking import Chunker, document_id
 from core.ingest.loaders import LOADER_VERSION, MEDIA, detect_kind, load_file
-from core.models import Chunk, DocStatus, DocumentRecord, IngestResult, IngestStatus, LoadedDocument, Segment
-from core.store.registry import CommitInfo, DocumentRegistry
+from core.ingest.sandbox import LoaderCrashed, LoaderSandbox
+from core.models import Chunk, DocumentRecord, IngestResult, IngestStatus, LoadedDocument, Segment
+from core.store.registry import CommitInfo, DocumentRegistry, WriterBusy, WriterLease
 
 if TYPE_CHECKING:
     from core.speech.transcriber import Transcriber
@@ -36,6 +54,15 @@ StepProgress = Callable[[str, float, float], None]
 _MEDIA_KINDS = frozenset({"audio", "video"})
 
 _EMBED_BATCH = 128
+SUPERSEDED = "superseded"
+# Failures whose detail is written for the person who sent the document; any other
+# error's detail can hold paths, SQL or library text and goes to the log only.
+_SHOWN = (UnsupportedFormat, CorruptDocument, EmptyDocument, DocumentTooLarge, InvalidRequest, NotFound, WriterBusy,
+          LoaderCrashed)
+# An absolute path (two or more components) inside a message: shown as its last component.
+_PATH = re.compile(r"(?<![\w.~])(?:/[^\s'\"/:;,()<>]+){2,}")
+# A URL (a service's address): not for users.
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]{0,30}://[^\s'\"<>]+")
 
 
 def file_version(path: Path) -> str:
@@ -67,7 +94,10 @@ class IngestPipeline:
                  embedder: Embedder, *, overlap: float = 0.15, max_tokens: int | None = None,
                  max_file_bytes: int = 200 << 20, max_chars: int = 5_000_000,
                  transcriber: Transcriber | None = None, transcripts: TranscriptStore | None = None,
-                 max_media_bytes: int = 4 << 30):
+                 max_media_bytes: int = 4 << 30, loader_timeout_s: float = 300.0, loader_max_mb: int = 2048,
+                 loader_workers: int = 2, loader_idle_s: float = 60.0, lease_ttl_s: float = 60.0):
+        """``loader_workers`` = 0 reads documents in this process, without the sandbox's limits;
+        a loader process idle for ``loader_idle_s`` exits (the next document starts one)."""
         self._registry = registry
         self._vectors = vectors
         self._keywords = keywords
@@ -80,6 +110,18 @@ class IngestPipeline:
         self._transcriber = transcriber
         self._transcripts = transcripts
         self._max_media_bytes = max_media_bytes
+        self._sandbox = (LoaderSandbox(timeout_s=loader_timeout_s, max_mb=loader_max_mb, workers=loader_workers,
+                                       idle_s=loader_idle_s) if loader_workers > 0 else None)
+        self._lease_ttl_s = lease_ttl_s
+
+    def close(self) -> None:
+        """End the loader processes (the next document starts them again)."""
+        if self._sandbox is not None:
+            self._sandbox.close()
+
+    def loader_pids(self) -> list[int]:
+        """Process ids of the running document loader workers (health checks, tests)."""
+        return self._sandbox.pids() if self._sandbox is not None else []
 
     @property
     def chunker(self) -> Chunker:
@@ -118,29 +160,39 @@ class IngestPipeline:
         source = source or str(path.resolve())
         doc_id = document_id(scope, source)
         size = 0
+        attempt: int | None = None
         try:
+            attempt = self._registry.start(doc_id, source, scope)
             size = path.stat().st_size
             kind = detect_kind(path)
             self._check_size(size, kind)
             version = file_version(path)
-            if self._unchanged(doc_id, version):
-                rec = self._registry.get(doc_id)
-                return IngestResult(doc_id, source, IngestStatus.UNCHANGED, chunks=rec.chunks)
-            loaded = self._transcribe(path, on_step) if kind == MEDIA else load_file(
-                path, max_chars=self._max_chars, kind=kind)
+            chunks_now = self._unchanged(doc_id, attempt, version)
+            if chunks_now is not None:
+                return IngestResult(doc_id, source, IngestStatus.UNCHANGED, chunks=chunks_now)
+            loaded = self._transcribe(path, on_step) if kind == MEDIA else self._load(path, kind)
             chunks = self.chunker.chunk(loaded.segments, doc_id=doc_id, version=version, source=source, scope=scope)
             if not chunks:
                 raise EmptyDocument("the document holds no text to index")
-            self._write(doc_id, source, scope, version, size, loaded, chunks, stored_path)
-            log.info("indexed %s: %d chunks", source, len(chunks))
-            return IngestResult(doc_id, source, IngestStatus.INDEXED, chunks=len(chunks))
-        except ImpError as e:
-            return self._failed(doc_id, source, scope, size, e.code, e.detail)
+            return self._write(attempt, doc_id, source, scope, version, size, loaded, chunks, stored_path)
+        except _SHOWN as e:
+            return self._failed(doc_id, source, scope, attempt, size, e.code, _scrub(e.detail, path))
         except OSError as e:
-            return self._failed(doc_id, source, scope, size, "unreadable", f"cannot read file: {e.strerror or e}")
-        except Exception as e:  # a library bug on odd input must not stop a batch
-            log.exception("unexpected error while ingesting %s", source)
-            return self._failed(doc_id, source, scope, size, "internal_error", f"{type(e).__name__}: {e}")
+            ref = _log_ref(source, e)
+            reason = f": {e.strerror.lower()}" if e.strerror else ""
+            return self._failed(doc_id, source, scope, attempt, size, "unreadable",
+                                f"cannot read the file{reason} (ref {ref})")
+        except ImpError as e:  # a backend (index, model) failed: what failed, and where the log says why
+            ref = _log_ref(source, e)
+            return self._failed(doc_id, source, scope, attempt, size, e.code, f"{_scrub(e.detail, path)} (ref {ref})")
+        except Exception as e:  # a library bug on odd input, a database failure: never stops a batch
+            ref = _log_ref(source, e)
+            return self._failed(doc_id, source, scope, attempt, size, "internal_error", f"internal error (ref {ref})")
+
+    def _load(self, path: Path, kind: str) -> LoadedDocument:
+        if self._sandbox is None:
+            return load_file(path, max_chars=self._max_chars, kind=kind)
+        return self._sandbox.load(path, kind, self._max_chars)
 
     def _check_size(self, size: int, kind: str) -> None:
         limit, setting = ((self._max_media_bytes, "IMP_SPEECH__MAX_FILE_MB") if kind == MEDIA
@@ -150,55 +202,129 @@ class IngestPipeline:
 
     def _transcribe(self, path: Path, on_step: StepProgress | None) -> LoadedDocument:
         if self._transcriber is None:
-            raise BackendError("speech recognition is not configured, so recordings cannot be ingested")
+            raise UnsupportedFormat("recordings cannot be ingested here: speech recognition is not configured")
         info = self._transcriber.probe(path)
         report = (lambda done, total: on_step(f"transcribing {path.name}", done, total)) if on_step else None
         transcript = self._transcriber.transcribe(path, report, info=info)
         segments = [Segment(text=s.text, start=s.start, end=s.end, speaker=s.speaker) for s in transcript.segments]
         return LoadedDocument(kind=info.kind, segments=segments, transcript=transcript)
 
-    def _unchanged(self, doc_id: str, version: str) -> bool:
+    def _unchanged(self, doc_id: str, attempt: int, version: str) -> int | None:
+        """The chunk count if ``version`` is visible and complete (texts and vectors), else None."""
         rec = self._registry.find(doc_id)
-        return (
-            rec is not None
-            and rec.status == DocStatus.INDEXED
-            and rec.version == version
-            and rec.extra.get("index_signature") == self._signature(rec.kind)
-        )
+        if rec is None or rec.version != version:
+            return None
+        signature = self._signature(rec.kind)
+        if rec.extra.get("index_signature") != signature or rec.chunks < 1:
+            return None
+        if self._vectors.count(doc_id, version) != rec.chunks:
+            log.warning("%s: vectors of the visible version are missing; indexing it again", rec.source)
+            return None
+        return self._registry.confirm_unchanged(doc_id, attempt, version, signature)
 
-    def _write(self, doc_id: str, source: str, scope: str, version: str, size: int,
-               loaded: LoadedDocument, chunks: list[Chunk], stored_path: Path | None) -> None:
-        self._registry.begin(doc_id, source, scope, version, size)
-        self._registry.put_chunks(doc_id, version, chunks)
-        for i in range(0, len(chunks), _EMBED_BATCH):
-            part = chunks[i : i + _EMBED_BATCH]
-            self._vectors.upsert(part, self._embedder.embed([c.text for c in part]))
-        if loaded.transcript is not None and self._transcripts is not None:
-            self._transcripts.save(doc_id, version, loaded.transcript)
+    def _write(self, attempt: int, doc_id: str, source: str, scope: str, version: str, size: int,
+               loaded: LoadedDocument, chunks: list[Chunk], stored_path: Path | None) -> IngestResult:
+        lease = self._registry.lock(doc_id, source, scope, attempt, ttl_s=self._lease_ttl_s)
+        if lease is None:
+            return self._superseded(doc_id, source, version)
+        try:
+            self._registry.begin(lease, attempt, version, size)
+            self._registry.put_chunks(doc_id, version, chunks)
+            for i in range(0, len(chunks), _EMBED_BATCH):
+                lease.renew()
+                part = chunks[i : i + _EMBED_BATCH]
+                self._vectors.upsert(part, self._embedder.embed([c.text for c in part]))
+            if loaded.transcript is not None and self._transcripts is not None:
+                self._transcripts.save(doc_id, version, loaded.transcript)
+            lease.renew()
+            committed = self._registry.commit(lease, attempt, version, self._commit_info(loaded, chunks, stored_path))
+        except BaseException:
+            self._clean_up(lease)
+            lease.release()
+            raise
+        # Visible now (or a newer version is): what remains of other versions is garbage.
+        if committed:  # the commit dropped the other versions' texts; their vectors go now
+            self._clean_up(lease, visible=version)
+        else:
+            self._clean_up(lease)
+        lease.release()
+        if not committed:
+            return self._superseded(doc_id, source, version)
+        log.info("indexed %s: %d chunks", source, len(chunks))
+        return IngestResult(doc_id, source, IngestStatus.INDEXED, chunks=len(chunks))
+
+    def _commit_info(self, loaded: LoadedDocument, chunks: list[Chunk], stored_path: Path | None) -> CommitInfo:
         pages = {s.page for s in loaded.segments if s.page is not None}
         ends = [s.end for s in loaded.segments if s.end is not None]
         if loaded.transcript is not None:
             ends = [loaded.transcript.duration]
-        info = CommitInfo(
+        return CommitInfo(
             kind=loaded.kind, title=loaded.title, chunks=len(chunks), segments=len(loaded.segments),
             pages=max(pages) if pages else None, duration=max(ends) if ends else None,
             embedding_model=self._embedder.model_id, index_signature=self._signature(loaded.kind),
             stored_path=str(stored_path) if stored_path else None,
         )
-        self._registry.commit(doc_id, version, info)
-        # The new version is visible; what remains of older ones is garbage.
-        self._vectors.delete(doc_id, keep_version=version)
-        self._registry.drop_chunks(doc_id, keep_version=version)
 
-    def _failed(self, doc_id: str, source: str, scope: str, size: int, code: str, detail: str) -> IngestResult:
+    def _clean_up(self, lease: WriterLease, *, visible: str | None = None) -> None:
+        """Under the lease: drop every version's chunks and vectors but the visible one's
+        (``visible``: known, its commit dropped the other versions' chunk texts).
+
+        A failure here is only logged: leftovers are invisible (search shows chunks of
+        the visible version alone) and the next writer of the document removes them.
+        """
+        try:
+            ours = True
+            if visible is None:
+                ours, visible = self._registry.tidy(lease)
+            if ours:
+                self._vectors.delete(lease.doc_id, keep_version=visible)
+        except Exception:
+            log.warning("could not clean up other versions of %s", lease.doc_id, exc_info=True)
+
+    def _superseded(self, doc_id: str, source: str, version: str) -> IngestResult:
+        """A newer attempt is visible: the same content (unchanged) or other content (this one is dropped)."""
+        visible = self._registry.find(doc_id)
+        if visible is not None and visible.version == version:
+            return IngestResult(doc_id, source, IngestStatus.UNCHANGED, chunks=visible.chunks)
+        log.info("%s: a newer upload was indexed first; this one is not kept", source)
+        return IngestResult(doc_id, source, IngestStatus.FAILED, error_code=SUPERSEDED,
+                            error="a newer upload of this document was indexed first, so this one was not kept")
+
+    def _failed(self, doc_id: str, source: str, scope: str, attempt: int | None, size: int, code: str,
+                detail: str) -> IngestResult:
         log.warning("could not ingest %s: %s", source, detail)
-        self._registry.fail(doc_id, source, scope, size, code, detail)
+        try:
+            self._registry.fail(doc_id, source, scope, attempt, size, code, detail)
+        except Exception:  # the registry itself failing: the caller still gets the reason
+            log.exception("could not record the failure of %s", source)
         return IngestResult(doc_id, source, IngestStatus.FAILED, error=detail, error_code=code)
 
     def refresh_keywords(self) -> None:
         self._keywords.refresh()
 
     def delete(self, doc_id: str) -> DocumentRecord:
-        record = self._registry.delete(doc_id)
-        self._vectors.delete(doc_id)
-        return record
+        """Remove a document from search, waiting for an ingest of it that is writing to finish."""
+        record = self._registry.get(doc_id)
+        lease = self._registry.lock(doc_id, record.source, record.scope, None, ttl_s=self._lease_ttl_s)
+        assert lease is not None  # only an attempt can be superseded
+        try:
+            self._vectors.delete(doc_id)  # first: while the lease stands, nobody writes new ones
+            return self._registry.delete(doc_id)
+        finally:
+            lease.release()
+
+
+def _log_ref(source: str, e: BaseException) -> str:
+    """Log an internal failure with a short reference, the one the user is shown."""
+    ref = secrets.token_hex(4)
+    log.error("ingesting %s failed (ref %s)", source, ref, exc_info=e)
+    return ref
+
+
+def _scrub(detail: str, path: Path) -> str:
+    """A user-facing reason without server paths: the file's own path, or any other, becomes its name."""
+    for shown in {str(path.resolve()), str(path.absolute()), str(path)}:
+        if len(shown) > 1:
+            detail = detail.replace(shown, path.name)
+    detail = _URL.sub("<address>", detail)
+    return _PATH.sub(lambda m: m.group(0).rsplit("/", 1)[-1], detail)

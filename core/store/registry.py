@@ -4,26 +4,66 @@ The registry is the arbiter of visibility. A chunk is searchable only while its
 ``version`` equals its document's committed ``version``; a new version is
 committed in one SQLite transaction after all of its chunks and vectors are
 written. A crash before that commit leaves the previous version (or nothing)
-visible, never half a document.
+visible, never half a document. Concurrent ingests of one document are ordered
+by attempt numbers and serialised by a writer lease (see "writing" below).
+Every write transaction starts with a write statement, and rows are created
+with INSERT ... ON CONFLICT, so concurrent processes never collide on a row.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
 import threading
+import time
+import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import create_engine, delete, event, func, select, update
+from sqlalchemy import case, create_engine, delete, event, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine as SqlEngine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.errors import NotFound
+from core.errors import ImpError, NotFound
 from core.models import Chunk, DocStatus, DocumentRecord
-from core.store.schema import Base, ChunkRow, DocumentRow, MetaRow, TranscriptRow
+from core.store.schema import ChunkRow, DocumentRow, MetaRow, TranscriptRow, create_or_upgrade
+
+log = logging.getLogger(__name__)
 
 _GENERATION = "generation"
+_DOCS = DocumentRow.__table__
+_CHUNKS = ChunkRow.__table__
+_HOST = socket.gethostname()
+# Writer leases this process holds (any registry instance), and a condition that
+# wakes this process's waiting writers as soon as one is released.
+_HELD: set[str] = set()
+_LEASES = threading.Condition()
+
+
+@dataclass(slots=True)
+class WriterLease:
+    """The right to change one document's chunks and vectors; renew it during long writes."""
+
+    registry: DocumentRegistry
+    doc_id: str
+    token: str
+    ttl_s: float
+    renewed: float = field(default_factory=time.monotonic)
+
+    def renew(self) -> None:
+        """Extend the lease once a third of it has passed; WriterBusy if another writer took it over."""
+        if time.monotonic() - self.renewed > self.ttl_s / 3:
+            self.registry._renew(self)
+            self.renewed = time.monotonic()
+
+    def release(self) -> None:
+        self.registry._release(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +79,12 @@ class CommitInfo:
     embedding_model: str
     index_signature: str
     stored_path: str | None = None
+
+
+class WriterBusy(ImpError):
+    """Another ingest of the same document holds its writer lease (for too long, or took it over)."""
+
+    code = "busy"
 
 
 def _now() -> datetime:
@@ -76,7 +122,7 @@ class DocumentRegistry:
             with self._lock:
                 if self._sessions is None:
                     self._engine = make_sql_engine(self._url)
-                    Base.metadata.create_all(self._engine)
+                    create_or_upgrade(self._engine)
                     self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         return self._sessions()
 
@@ -156,20 +202,105 @@ class DocumentRegistry:
             return [_chunk(r) for r in s.scalars(q)]
 
     # -- writing ---------------------------------------------------------------
+    #
+    # Ingests of one document may run at once (threads, a CLI beside the server).
+    # Two rules keep what search shows consistent:
+    # - Each ingest takes the next attempt number (``start``). The visible version is
+    #   the newest attempt that succeeded: a commit only lands if no newer attempt has
+    #   (compare-and-set on ``committed_attempt``), and ``status``/``error`` report the
+    #   newest attempt that reported, so the end state is the one sequential ingests in
+    #   arrival order would leave.
+    # - Chunks and vectors of a document change only under its writer lease (``lock``):
+    #   one writer at a time, across processes, so cleaning up "every version but the
+    #   visible one" can never delete the rows another writer is about to commit.
 
-    def begin(self, doc_id: str, source: str, scope: str, version: str, size_bytes: int) -> None:
-        """Announce that ``version`` of a document is being indexed; what is visible does not change."""
+    def start(self, doc_id: str, source: str, scope: str) -> int:
+        """Number a new ingest of a document (1, 2, …); a new document gets its row (status indexing)."""
         with self._session() as s, s.begin():
-            row = s.get(DocumentRow, doc_id)
-            if row is None:
-                row = DocumentRow(doc_id=doc_id, source=source, scope=scope, chunks=0, segments=0)
-                s.add(row)
-            row.status = DocStatus.INDEXING.value
-            row.pending_version = version
-            row.size_bytes = size_bytes
-            row.error = None
-            row.error_code = None
-            row.updated_at = _now()
+            _ensure_row(s, doc_id, source, scope)
+            q = (update(_DOCS).where(_DOCS.c.doc_id == doc_id)
+                 .values(attempts=func.coalesce(_DOCS.c.attempts, 0) + 1).returning(_DOCS.c.attempts))
+            return int(s.execute(q).scalar_one())
+
+    def confirm_unchanged(self, doc_id: str, attempt: int, version: str, signature: str) -> int | None:
+        """If ``version`` is the visible version, built with ``signature``, with every one of its chunk
+        texts stored: record ``attempt`` as its newest ingest and return its chunk count; else None."""
+        stored = (select(func.count()).select_from(_CHUNKS)
+                  .where(_CHUNKS.c.doc_id == doc_id, _CHUNKS.c.version == version).scalar_subquery())
+        with self._session() as s, s.begin():
+            q = (update(_DOCS)
+                 .where(_DOCS.c.doc_id == doc_id, _DOCS.c.version == version, _DOCS.c.index_signature == signature,
+                        _DOCS.c.chunks > 0, _DOCS.c.chunks == stored)
+                 .values(committed_attempt=_newest(_DOCS.c.committed_attempt, attempt))
+                 .returning(_DOCS.c.chunks))
+            chunks = s.execute(q).scalar_one_or_none()
+            if chunks is None:
+                return None
+            _report(s, doc_id, attempt, status=DocStatus.INDEXED.value, error=None, error_code=None)
+            return int(chunks)
+
+    def lock(self, doc_id: str, source: str, scope: str, attempt: int | None, *,
+             ttl_s: float = 60.0, wait_s: float = 1800.0) -> WriterLease | None:
+        """Become the one writer of a document's chunks and vectors, waiting while another live writer is.
+
+        Returns None when a newer attempt than ``attempt`` is already visible (nothing is
+        left to write). A lease whose holder died (this host: its process is gone) or
+        stopped renewing for ``ttl_s`` is taken over.
+        """
+        token = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex}"
+        deadline = time.monotonic() + wait_s
+        delay = 0.01
+        while True:
+            with self._session() as s, s.begin():
+                _ensure_row(s, doc_id, source, scope)  # the document may have been deleted meanwhile
+                now = _now()
+                free = or_(_DOCS.c.writer.is_(None), _DOCS.c.writer_until < now)
+                row = s.execute(select(_DOCS.c.writer, _DOCS.c.committed_attempt)
+                                .where(_DOCS.c.doc_id == doc_id)).one()
+                if attempt is not None and (row.committed_attempt or 0) >= attempt:
+                    return None
+                if row.writer is not None and _abandoned(row.writer):
+                    log.warning("document %s: taking over the writer lease of a process that is gone", doc_id)
+                    free = _DOCS.c.writer == row.writer
+                q = (update(_DOCS).where(_DOCS.c.doc_id == doc_id, free)
+                     .values(writer=token, writer_until=now + timedelta(seconds=ttl_s)))
+                if s.execute(q).rowcount:
+                    with _LEASES:
+                        _HELD.add(token)
+                    return WriterLease(self, doc_id, token, ttl_s)
+            if time.monotonic() > deadline:
+                raise WriterBusy("another upload of this document is still being indexed; try again later")
+            with _LEASES:
+                _LEASES.wait(delay)
+            delay = min(delay * 2, 0.25)
+
+    def _renew(self, lease: WriterLease) -> None:
+        with self._session() as s, s.begin():
+            q = (update(_DOCS).where(_DOCS.c.doc_id == lease.doc_id, _DOCS.c.writer == lease.token)
+                 .values(writer_until=_now() + timedelta(seconds=lease.ttl_s)))
+            if not s.execute(q).rowcount:
+                raise WriterBusy("indexing took too long and another upload of this document took over")
+
+    def _release(self, lease: WriterLease) -> None:
+        try:
+            with self._session() as s, s.begin():
+                s.execute(update(_DOCS).where(_DOCS.c.doc_id == lease.doc_id, _DOCS.c.writer == lease.token)
+                          .values(writer=None, writer_until=None))
+        except Exception:  # what was written stands; the lease lapses after its ttl
+            log.warning("could not release the writer lease of %s", lease.doc_id, exc_info=True)
+        finally:
+            with _LEASES:
+                _HELD.discard(lease.token)
+                _LEASES.notify_all()
+
+    def begin(self, lease: WriterLease, attempt: int, version: str, size_bytes: int) -> None:
+        """Announce that ``version`` of a document is being written; what is visible does not change."""
+        with self._session() as s, s.begin():
+            q = (update(_DOCS).where(_DOCS.c.doc_id == lease.doc_id, _DOCS.c.writer == lease.token)
+                 .values(pending_version=version, size_bytes=size_bytes, updated_at=_now()))
+            if not s.execute(q).rowcount:
+                raise WriterBusy("another upload of this document took over while it was being indexed")
+            _report(s, lease.doc_id, attempt, status=DocStatus.INDEXING.value, error=None, error_code=None)
 
     def put_chunks(self, doc_id: str, version: str, chunks: list[Chunk]) -> None:
         """Write the full chunk set of one version, replacing any earlier attempt at it."""
@@ -177,53 +308,48 @@ class DocumentRegistry:
             s.execute(delete(ChunkRow).where(ChunkRow.doc_id == doc_id, ChunkRow.version == version))
             s.add_all(_row(c) for c in chunks)
 
-    def commit(self, doc_id: str, version: str, info: CommitInfo) -> str | None:
-        """Make ``version`` the visible one. Returns the version it replaced, if any."""
+    def commit(self, lease: WriterLease, attempt: int, version: str, info: CommitInfo) -> bool:
+        """Make ``version`` the visible one, unless a newer attempt already is; then, in the same
+        transaction, drop the chunk texts and transcripts of every other version. True if it landed."""
+        doc_id = lease.doc_id
         with self._session() as s, s.begin():
-            row = s.get(DocumentRow, doc_id)
-            if row is None:
-                raise NotFound(f"no document with id {doc_id!r}")
-            previous = row.version
-            row.version = version
-            row.pending_version = None
-            row.status = DocStatus.INDEXED.value
-            row.kind = info.kind
-            row.title = info.title
-            row.chunks = info.chunks
-            row.segments = info.segments
-            row.pages = info.pages
-            row.duration = info.duration
-            row.embedding_model = info.embedding_model
-            row.index_signature = info.index_signature
-            row.stored_path = info.stored_path
-            row.error = None
-            row.error_code = None
-            row.updated_at = _now()
+            q = (update(_DOCS)
+                 .where(_DOCS.c.doc_id == doc_id, _DOCS.c.writer == lease.token,
+                        func.coalesce(_DOCS.c.committed_attempt, 0) < attempt)
+                 .values(version=version, committed_attempt=attempt, pending_version=None, kind=info.kind,
+                         title=info.title, chunks=info.chunks, segments=info.segments, pages=info.pages,
+                         duration=info.duration, embedding_model=info.embedding_model,
+                         index_signature=info.index_signature, stored_path=info.stored_path, updated_at=_now()))
+            if not s.execute(q).rowcount:
+                return False
+            _report(s, doc_id, attempt, status=DocStatus.INDEXED.value, error=None, error_code=None)
+            _drop_versions(s, doc_id, keep=version)
             _bump_generation(s)
-            return previous if previous != version else None
+            return True
 
-    def fail(self, doc_id: str, source: str, scope: str, size_bytes: int, code: str, error: str) -> None:
-        """Record a failure. A previously committed version stays visible."""
+    def tidy(self, lease: WriterLease) -> tuple[bool, str | None]:
+        """After writing (committed, superseded or failed): drop the chunk texts and transcripts of
+        every version but the visible one.
+
+        Returns (whether the lease was still ours, the visible version). Without the
+        lease nothing is touched: the writer that has it owns the document's rows.
+        """
         with self._session() as s, s.begin():
-            row = s.get(DocumentRow, doc_id)
+            q = (update(_DOCS).where(_DOCS.c.doc_id == lease.doc_id, _DOCS.c.writer == lease.token)
+                 .values(pending_version=None).returning(_DOCS.c.version))
+            row = s.execute(q).one_or_none()
             if row is None:
-                row = DocumentRow(doc_id=doc_id, source=source, scope=scope, chunks=0, segments=0)
-                s.add(row)
-            row.status = DocStatus.FAILED.value
-            row.pending_version = None
-            row.size_bytes = size_bytes
-            row.error = error
-            row.error_code = code
-            row.updated_at = _now()
+                return False, None
+            _drop_versions(s, lease.doc_id, keep=row.version)
+            return True, row.version
 
-    def drop_chunks(self, doc_id: str, keep_version: str | None = None) -> None:
-        """Delete a document's chunk texts and transcripts except those of ``keep_version``."""
+    def fail(self, doc_id: str, source: str, scope: str, attempt: int | None, size_bytes: int,
+             code: str, error: str) -> None:
+        """Record a failed attempt, unless a newer one has reported. A committed version stays visible."""
         with self._session() as s, s.begin():
-            for table in (ChunkRow, TranscriptRow):
-                q = delete(table).where(table.doc_id == doc_id)
-                if keep_version is not None:
-                    q = q.where(table.version != keep_version)
-                s.execute(q)
+            _ensure_row(s, doc_id, source, scope)
+            _report(s, doc_id, attempt, status=DocStatus.FAILED.value, error=error, error_code=code,
+                    size_bytes=size_bytes)
 
     def delete(self, doc_id: str) -> DocumentRecord:
         """Remove a document from search (one transaction) and forget its chunk texts."""
@@ -251,6 +377,63 @@ class DocumentRegistry:
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
+
+
+def _ensure_row(s: Session, doc_id: str, source: str, scope: str) -> None:
+    """Insert the document's row unless it exists; safe when two processes do it at once."""
+    values = {"doc_id": doc_id, "source": source, "scope": scope, "status": DocStatus.INDEXING.value,
+              "chunks": 0, "segments": 0, "size_bytes": 0, "updated_at": _now()}
+    dialect = s.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        insert = sqlite_insert if dialect == "sqlite" else pg_insert
+        s.execute(insert(_DOCS).values(values).on_conflict_do_nothing(index_elements=[_DOCS.c.doc_id]))
+        return
+    if s.execute(select(_DOCS.c.doc_id).where(_DOCS.c.doc_id == doc_id)).first() is None:
+        try:
+            with s.begin_nested():
+                s.execute(_DOCS.insert().values(values))
+        except IntegrityError:
+            pass  # inserted by another writer between the check and the insert
+
+
+def _newest(column, attempt: int):  # noqa: ANN001, ANN202 - SQL expressions
+    """``max(column, attempt)`` in SQL that SQLite and PostgreSQL both speak."""
+    return case((func.coalesce(column, 0) < attempt, attempt), else_=column)
+
+
+def _report(s: Session, doc_id: str, attempt: int | None, **values: object) -> None:
+    """Set the document's status fields for ``attempt``, unless a newer attempt already reported."""
+    q = update(_DOCS).where(_DOCS.c.doc_id == doc_id)
+    if attempt is not None:
+        q = q.where(func.coalesce(_DOCS.c.status_attempt, 0) <= attempt)
+        values["status_attempt"] = attempt
+    s.execute(q.values(updated_at=_now(), **values))
+
+
+def _drop_versions(s: Session, doc_id: str, keep: str | None) -> None:
+    for table in (ChunkRow, TranscriptRow):
+        q = delete(table).where(table.doc_id == doc_id)
+        if keep is not None:
+            q = q.where(table.version != keep)
+        s.execute(q)
+
+
+def _abandoned(token: str) -> bool:
+    """Whether the writer that holds ``token`` is certainly gone (it ran on this host)."""
+    host, pid_text, _ = token.rsplit(":", 2)
+    if host != _HOST or not pid_text.isdigit():
+        return False  # another machine: only the lease's expiry tells
+    pid = int(pid_text)
+    if pid == os.getpid():  # ours, unless a crashed process had the same pid (containers reuse them)
+        with _LEASES:
+            return token not in _HELD
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _bump_generation(s: Session) -> None:

@@ -1,11 +1,16 @@
-"""SQLAlchemy table definitions for the registry."""
+"""SQLAlchemy table definitions for the registry, and the additive upgrade of older databases."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, inspect, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+log = logging.getLogger(__name__)
 
 
 class Base(DeclarativeBase):
@@ -37,6 +42,15 @@ class DocumentRow(Base):
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     stored_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
+    # Concurrent ingests of one document (see DocumentRegistry): each takes the next
+    # attempt number; the newest attempt that succeeds is the visible version, and
+    # ``status`` reports the newest attempt that got as far as reporting.
+    attempts: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    committed_attempt: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status_attempt: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The one writer allowed to change this document's chunks and vectors, and until when.
+    writer: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    writer_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class ChunkRow(Base):
@@ -168,3 +182,37 @@ class ChatTaskRow(Base):
     data: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+def create_or_upgrade(engine: Engine) -> None:
+    """Create missing tables, and add the nullable columns a newer IMP introduced to existing ones.
+
+    Only additive changes are made, so an older IMP keeps working on the upgraded database.
+    Two processes starting on a new database at once (a CLI beside the server) both try
+    to create the tables; the loser of that race finds them on its next look.
+    """
+    for attempt in range(3):
+        try:
+            Base.metadata.create_all(engine)
+            break
+        except DBAPIError:
+            if attempt == 2:
+                raise
+            log.info("tables were being created by another process; looking again")
+    existing = inspect(engine)
+    quote = engine.dialect.identifier_preparer.quote
+    for table in Base.metadata.sorted_tables:
+        have = {c["name"] for c in existing.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have or not column.nullable:
+                continue
+            ddl = (f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} "
+                   f"{column.type.compile(engine.dialect)}")
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text(ddl))
+                log.info("database upgraded: added %s.%s", table.name, column.name)
+            except DBAPIError:
+                # Another process added it first; anything else shows on first use of the column.
+                if column.name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
+                    raise

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
 from core.errors import NotFound
 from core.models import Transcript
 from core.speech.export import from_dict, to_dict
@@ -18,9 +21,18 @@ class TranscriptStore:
         self._registry = registry
 
     def save(self, doc_id: str, version: str, transcript: Transcript) -> None:
+        """Store (or replace) a version's transcript in one statement, safe beside other writers."""
+        values = {"doc_id": doc_id, "version": version, "model": transcript.model, "data": to_dict(transcript),
+                  "created_at": datetime.now(UTC).replace(tzinfo=None)}
         with self._registry.session() as s, s.begin():
-            s.merge(TranscriptRow(doc_id=doc_id, version=version, model=transcript.model,
-                                  data=to_dict(transcript), created_at=datetime.now(UTC).replace(tzinfo=None)))
+            dialect = s.get_bind().dialect.name
+            if dialect not in ("sqlite", "postgresql"):
+                s.merge(TranscriptRow(**values))
+                return
+            insert = sqlite_insert if dialect == "sqlite" else pg_insert
+            q = insert(TranscriptRow.__table__).values(values)
+            s.execute(q.on_conflict_do_update(index_elements=["doc_id", "version"],
+                                              set_={k: q.excluded[k] for k in ("model", "data", "created_at")}))
 
     def get(self, doc_id: str) -> Transcript:
         """The transcript of the document's searchable version."""

@@ -4,17 +4,19 @@
 shape) and only falls back on the extension to break ties between text
 formats. ``load_file`` dispatches to the loader for that kind. Each loader
 converts library exceptions into ImpError subclasses.
+
+A loader's module (and its parsing library) is imported the first time a file
+of its kind is read, so a loader process (core.ingest.sandbox) starts fast.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from core.errors import DocumentTooLarge, EmptyDocument, UnsupportedFormat
-from core.ingest.loaders import mail, office, pdf, subtitles, tabular, text, web
 from core.ingest.loaders.detect import MEDIA, detect_kind
 from core.models import LoadedDocument
 from core.textutil import reflow
@@ -22,25 +24,28 @@ from core.textutil import reflow
 __all__ = ["DEFAULT_MAX_CHARS", "KINDS", "LOADER_VERSION", "MEDIA", "detect_kind", "load_file"]
 
 # Bump when loaders change the text they extract, so unchanged files are re-indexed.
-LOADER_VERSION = 2
+LOADER_VERSION = 3
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_CHARS = 5_000_000
 _LIMIT_SETTING = "IMP_INGEST__MAX_CHARS"
 
-_LOADERS: dict[str, Callable[[Path], LoadedDocument]] = {
-    "pdf": pdf.load,
-    "docx": office.load_docx,
-    "pptx": office.load_pptx,
-    "xlsx": office.load_xlsx,
-    "csv": tabular.load,
-    "html": web.load_html,
-    "markdown": web.load_markdown,
-    "text": text.load,
-    "email": mail.load,
-    "vtt": subtitles.load_vtt,
-    "srt": subtitles.load_srt,
+# kind -> (module in this package, function). The starred loaders parse containers
+# whose work can dwarf the file (compressed streams and parts), so they take
+# ``max_chars`` and stop as soon as the text is known to be over it.
+_LOADERS: dict[str, tuple[str, str]] = {
+    "pdf": ("pdf", "load*"),
+    "docx": ("office", "load_docx*"),
+    "pptx": ("office", "load_pptx*"),
+    "xlsx": ("office", "load_xlsx*"),
+    "csv": ("tabular", "load"),
+    "html": ("web", "load_html"),
+    "markdown": ("web", "load_markdown"),
+    "text": ("text", "load"),
+    "email": ("mail", "load"),
+    "vtt": ("subtitles", "load_vtt"),
+    "srt": ("subtitles", "load_srt"),
 }
 KINDS: frozenset[str] = frozenset(_LOADERS)
 
@@ -85,7 +90,10 @@ def load_file(path: Path, *, max_chars: int = DEFAULT_MAX_CHARS, kind: str | Non
                 f"{path.name} is {size:,} bytes of {kind}, more text than the limit of "
                 f"{max_chars:,} characters ({_LIMIT_SETTING})"
             )
-    document = _logical_lines(_LOADERS[kind](path))
+    module, function = _LOADERS[kind]
+    loader = getattr(importlib.import_module(f"{__name__}.{module}"), function.rstrip("*"))
+    raw = loader(path, max_chars=max_chars) if function.endswith("*") else loader(path)
+    document = _logical_lines(raw)
     total = sum(len(segment.text) for segment in document.segments)
     if total > max_chars:
         raise DocumentTooLarge(

@@ -1,4 +1,11 @@
-"""PDF loading with pypdf: paragraphs per page, located by 1-based page number."""
+"""PDF loading with pypdf: paragraphs per page, located by 1-based page number.
+
+pypdf bounds what one stream may inflate to and how much work parsing one
+content stream may take (pypdf.Configuration: 75 MB per FlateDecode stream,
+2 million content-stream operations...); hitting such a limit means a crafted
+file, so the whole document is refused rather than read page by page. Text is
+counted as pages are read, and reading stops once it passes ``max_chars``.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +16,9 @@ import zlib
 from pathlib import Path
 
 from pypdf import PasswordType, PdfReader
-from pypdf.errors import DependencyError, PyPdfError
+from pypdf.errors import DependencyError, LimitReachedError, PyPdfError
 
-from core.errors import CorruptDocument, EmptyDocument
+from core.errors import CorruptDocument, DocumentTooLarge, EmptyDocument
 from core.models import LoadedDocument, Segment
 
 log = logging.getLogger(__name__)
@@ -28,28 +35,39 @@ _PYPDF_FAILURES: tuple[type[BaseException], ...] = (
     IndexError,
     AssertionError,
     RecursionError,
+    NotImplementedError,  # a filter or feature pypdf does not support (/JBIG2Decode without jbig2dec, ...)
     struct.error,
     zlib.error,
 )
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+_CHARS_SETTING = "IMP_INGEST__MAX_CHARS"
 
 
-def load(path: Path) -> LoadedDocument:
+def load(path: Path, *, max_chars: int = 5_000_000) -> LoadedDocument:
     """Extract each page's text; keep whatever pages a damaged file still yields."""
     reader = _open(path)
     try:
         page_count = len(reader.pages)
+    except LimitReachedError as e:
+        raise _beyond_limits("its page tree", e) from e
     except _PYPDF_FAILURES as e:
-        raise CorruptDocument(f"PDF page tree is damaged: {e}") from e
+        raise CorruptDocument(f"PDF page tree is damaged: {_short(e)}") from e
     segments: list[Segment] = []
     failures: list[str] = []
+    chars = 0
     for number in range(1, page_count + 1):
         try:
             text = reader.pages[number - 1].extract_text() or ""
+        except LimitReachedError as e:
+            raise _beyond_limits(f"page {number}", e) from e
         except _PYPDF_FAILURES as e:
             log.warning("%s: page %d could not be read: %s", path.name, number, e)
-            failures.append(f"page {number}: {e}")
+            failures.append(f"page {number}: {_short(e)}")
             continue
+        chars += len(text)
+        if chars > max_chars:
+            raise DocumentTooLarge(f"{path.name} has more than {max_chars:,} characters of text by page {number} "
+                                   f"of {page_count}, over the limit ({_CHARS_SETTING})")
         segments.extend(
             Segment(text=paragraph.strip(), page=number)
             for paragraph in _PARAGRAPH_BREAK.split(text)
@@ -64,11 +82,24 @@ def load(path: Path) -> LoadedDocument:
     return LoadedDocument(kind="pdf", segments=segments, title=_title(reader))
 
 
+def _beyond_limits(where: str, e: LimitReachedError) -> DocumentTooLarge:
+    log.warning("PDF refused, %s is beyond pypdf's limits: %s", where, e)
+    return DocumentTooLarge(f"PDF {where} holds more compressed data or structure than any real document "
+                            "needs (a decompression bomb?); refused")
+
+
+def _short(e: BaseException) -> str:
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
 def _open(path: Path) -> PdfReader:
     try:
         reader = PdfReader(path, strict=False)
+    except LimitReachedError as e:
+        raise _beyond_limits("structure", e) from e
     except _PYPDF_FAILURES as e:
-        raise CorruptDocument(f"PDF cannot be opened (damaged or truncated?): {e}") from e
+        raise CorruptDocument(f"PDF cannot be opened (damaged or truncated?): {_short(e)}") from e
     if not reader.is_encrypted:
         return reader
     # Many PDFs are "encrypted" only to restrict printing or copying, with an
@@ -77,10 +108,10 @@ def _open(path: Path) -> PdfReader:
         result = reader.decrypt("")
     except DependencyError as e:
         raise CorruptDocument(
-            f"PDF uses an encryption this installation cannot open: {e}"
+            f"PDF uses an encryption this installation cannot open: {_short(e)}"
         ) from e
     except _PYPDF_FAILURES as e:
-        raise CorruptDocument(f"PDF encryption data is damaged: {e}") from e
+        raise CorruptDocument(f"PDF encryption data is damaged: {_short(e)}") from e
     if result == PasswordType.NOT_DECRYPTED:
         raise CorruptDocument("PDF is encrypted with a password")
     return reader

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import UnsupportedFormat
+from core.errors import DocumentTooLarge, UnsupportedFormat
 from core.ingest.loaders import detect_kind
 from core.ingest.loaders.detect import HEAD_BYTES
 
@@ -148,3 +148,15 @@ def test_a_content_types_bomb_without_a_known_type_is_refused_cheaply(tmp_path):
     kind, elapsed, peak = _cost(_bomb(tmp_path, "<Types>"))
     assert isinstance(kind, UnsupportedFormat) and "without Word" in kind.detail
     assert elapsed < BOUND_S and peak < 16 << 20, f"{elapsed:.2f} s, {peak >> 20} MiB"
+
+
+def test_a_zip_declaring_more_parts_than_any_office_file_is_refused_before_its_directory_is_read(tmp_path):
+    path = tmp_path / "parts.docx"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("word/document.xml", "<w:document/>")
+        for i in range(12_000):
+            z.writestr(f"p/{i}", b"")
+    started = time.perf_counter()
+    with pytest.raises(DocumentTooLarge, match="12,001 parts"):
+        detect_kind(path)
+    assert time.perf_counter() - started < 1.0

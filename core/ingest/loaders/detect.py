@@ -16,7 +16,8 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from core.errors import CorruptDocument, EmptyDocument, NotFound, UnsupportedFormat
+from core.errors import CorruptDocument, DocumentTooLarge, EmptyDocument, NotFound, UnsupportedFormat
+from core.ingest.loaders.package import MAX_PARTS, declared_parts
 from core.ingest.loaders.text import decode_text
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def _read_head(path: Path) -> bytes:
             _refuse_irregular(path, mode)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError as e:
-        raise NotFound(f"no such file: {path}") from e
+        raise NotFound(f"no such file: {path.name}") from e
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
@@ -280,6 +281,12 @@ def _part_head(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
 
 
 def _zip_kind(path: Path, head: bytes) -> str:
+    # Counted from the end record first: reading a central directory of millions of parts
+    # (a 56 MB upload can declare 500,000) would take seconds in the service process.
+    parts = declared_parts(path)
+    if parts is not None and parts > MAX_PARTS:
+        raise DocumentTooLarge(f"{path.name} is a ZIP archive of {parts:,} parts, more than the {MAX_PARTS:,} "
+                               "an Office file can plausibly need")
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())

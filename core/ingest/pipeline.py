@@ -40,7 +40,8 @@ from core.ingest.chunking import Chunker, document_id
 from core.ingest.loaders import LOADER_VERSION, MEDIA, detect_kind, load_file
 from core.ingest.sandbox import LoaderCrashed, LoaderSandbox
 from core.models import Chunk, DocumentRecord, IngestResult, IngestStatus, LoadedDocument, Segment
-from core.store.registry import CommitInfo, DocumentRegistry, WriterBusy, WriterLease
+from core.store.leases import WriterBusy, WriterLease
+from core.store.registry import CommitInfo, DocumentRegistry
 
 if TYPE_CHECKING:
     from core.speech.transcriber import Transcriber

@@ -13,13 +13,9 @@ with INSERT ... ON CONFLICT, so concurrent processes never collide on a row.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
-import time
-import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,8 +26,9 @@ from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.errors import ImpError, NotFound
+from core.errors import NotFound
 from core.models import Chunk, DocStatus, DocumentRecord
+from core.store.leases import WriterBusy, WriterLease, abandoned, acquire
 from core.store.schema import ChunkRow, DocumentRow, MetaRow, TranscriptRow, create_or_upgrade
 
 log = logging.getLogger(__name__)
@@ -39,31 +36,6 @@ log = logging.getLogger(__name__)
 _GENERATION = "generation"
 _DOCS = DocumentRow.__table__
 _CHUNKS = ChunkRow.__table__
-_HOST = socket.gethostname()
-# Writer leases this process holds (any registry instance), and a condition that
-# wakes this process's waiting writers as soon as one is released.
-_HELD: set[str] = set()
-_LEASES = threading.Condition()
-
-
-@dataclass(slots=True)
-class WriterLease:
-    """The right to change one document's chunks and vectors; renew it during long writes."""
-
-    registry: DocumentRegistry
-    doc_id: str
-    token: str
-    ttl_s: float
-    renewed: float = field(default_factory=time.monotonic)
-
-    def renew(self) -> None:
-        """Extend the lease once a third of it has passed; WriterBusy if another writer took it over."""
-        if time.monotonic() - self.renewed > self.ttl_s / 3:
-            self.registry._renew(self)
-            self.renewed = time.monotonic()
-
-    def release(self) -> None:
-        self.registry._release(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +51,6 @@ class CommitInfo:
     embedding_model: str
     index_signature: str
     stored_path: str | None = None
-
-
-class WriterBusy(ImpError):
-    """Another ingest of the same document holds its writer lease (for too long, or took it over)."""
-
-    code = "busy"
 
 
 def _now() -> datetime:
@@ -241,57 +207,35 @@ class DocumentRegistry:
 
     def lock(self, doc_id: str, source: str, scope: str, attempt: int | None, *,
              ttl_s: float = 60.0, wait_s: float = 1800.0) -> WriterLease | None:
-        """Become the one writer of a document's chunks and vectors, waiting while another live writer is.
+        """Become the one writer of a document's chunks and vectors (core.store.leases), waiting while
+        another live writer is; None when a newer attempt than ``attempt`` is already visible."""
 
-        Returns None when a newer attempt than ``attempt`` is already visible (nothing is
-        left to write). A lease whose holder died (this host: its process is gone) or
-        stopped renewing for ``ttl_s`` is taken over.
-        """
-        token = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex}"
-        deadline = time.monotonic() + wait_s
-        delay = 0.01
-        while True:
+        def claim(token: str, until: datetime) -> bool | None:
             with self._session() as s, s.begin():
                 _ensure_row(s, doc_id, source, scope)  # the document may have been deleted meanwhile
-                now = _now()
-                free = or_(_DOCS.c.writer.is_(None), _DOCS.c.writer_until < now)
                 row = s.execute(select(_DOCS.c.writer, _DOCS.c.committed_attempt)
                                 .where(_DOCS.c.doc_id == doc_id)).one()
                 if attempt is not None and (row.committed_attempt or 0) >= attempt:
                     return None
-                if row.writer is not None and _abandoned(row.writer):
+                free = or_(_DOCS.c.writer.is_(None), _DOCS.c.writer_until < _now())
+                if row.writer is not None and abandoned(row.writer):
                     log.warning("document %s: taking over the writer lease of a process that is gone", doc_id)
                     free = _DOCS.c.writer == row.writer
-                q = (update(_DOCS).where(_DOCS.c.doc_id == doc_id, free)
-                     .values(writer=token, writer_until=now + timedelta(seconds=ttl_s)))
-                if s.execute(q).rowcount:
-                    with _LEASES:
-                        _HELD.add(token)
-                    return WriterLease(self, doc_id, token, ttl_s)
-            if time.monotonic() > deadline:
-                raise WriterBusy("another upload of this document is still being indexed; try again later")
-            with _LEASES:
-                _LEASES.wait(delay)
-            delay = min(delay * 2, 0.25)
+                q = update(_DOCS).where(_DOCS.c.doc_id == doc_id, free).values(writer=token, writer_until=until)
+                return bool(s.execute(q).rowcount)
 
-    def _renew(self, lease: WriterLease) -> None:
+        return acquire(self, doc_id, claim, ttl_s=ttl_s, wait_s=wait_s)
+
+    def _renew(self, lease: WriterLease) -> bool:
         with self._session() as s, s.begin():
             q = (update(_DOCS).where(_DOCS.c.doc_id == lease.doc_id, _DOCS.c.writer == lease.token)
                  .values(writer_until=_now() + timedelta(seconds=lease.ttl_s)))
-            if not s.execute(q).rowcount:
-                raise WriterBusy("indexing took too long and another upload of this document took over")
+            return bool(s.execute(q).rowcount)
 
     def _release(self, lease: WriterLease) -> None:
-        try:
-            with self._session() as s, s.begin():
-                s.execute(update(_DOCS).where(_DOCS.c.doc_id == lease.doc_id, _DOCS.c.writer == lease.token)
-                          .values(writer=None, writer_until=None))
-        except Exception:  # what was written stands; the lease lapses after its ttl
-            log.warning("could not release the writer lease of %s", lease.doc_id, exc_info=True)
-        finally:
-            with _LEASES:
-                _HELD.discard(lease.token)
-                _LEASES.notify_all()
+        with self._session() as s, s.begin():
+            s.execute(update(_DOCS).where(_DOCS.c.doc_id == lease.doc_id, _DOCS.c.writer == lease.token)
+                      .values(writer=None, writer_until=None))
 
     def begin(self, lease: WriterLease, attempt: int, version: str, size_bytes: int) -> None:
         """Announce that ``version`` of a document is being written; what is visible does not change."""
@@ -416,24 +360,6 @@ def _drop_versions(s: Session, doc_id: str, keep: str | None) -> None:
         if keep is not None:
             q = q.where(table.version != keep)
         s.execute(q)
-
-
-def _abandoned(token: str) -> bool:
-    """Whether the writer that holds ``token`` is certainly gone (it ran on this host)."""
-    host, pid_text, _ = token.rsplit(":", 2)
-    if host != _HOST or not pid_text.isdigit():
-        return False  # another machine: only the lease's expiry tells
-    pid = int(pid_text)
-    if pid == os.getpid():  # ours, unless a crashed process had the same pid (containers reuse them)
-        with _LEASES:
-            return token not in _HELD
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def _bump_generation(s: Session) -> None:

@@ -12,10 +12,15 @@ Workers are started on first use, up to ``workers`` at once, and reused: each
 imports the loader of a format the first time it reads one. They exit when the
 sandbox closes, after ``idle_s`` without work, when their parent goes away, or
 when killed.
+
+Messages are JSON, never pickles: a worker reads hostile files, and a parser
+exploit that took it over must not be able to run code in the service by what it
+sends back.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import resource
@@ -30,8 +35,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import core
-from core.errors import BackendError, DocumentTooLarge, ImpError
-from core.models import LoadedDocument
+from core.errors import (
+    BackendError, CorruptDocument, DocumentTooLarge, EmptyDocument, ImpError, InvalidRequest, NotFound,
+    UnsupportedFormat,
+)
+from core.models import LoadedDocument, Segment
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,33 @@ _TIMEOUT_SETTING = "IMP_INGEST__LOADER_TIMEOUT_S"
 _MEMORY_SETTING = "IMP_INGEST__LOADER_MAX_MB"
 _START_TIMEOUT_S = 120.0  # a worker that cannot even start (a broken install) is a backend failure
 _IDLE_EXIT = 75  # a worker's exit status when it left for lack of work (EX_TEMPFAIL)
+
+
+# The errors a loader raises on purpose, by code, as the parent rebuilds them from a reply.
+_ERRORS: dict[str, type[ImpError]] = {cls.code: cls for cls in (
+    UnsupportedFormat, CorruptDocument, EmptyDocument, DocumentTooLarge, NotFound, InvalidRequest)}
+_SEGMENT_FIELDS = ("text", "page", "start", "end", "speaker", "section")
+
+
+def _encode(message: object) -> bytes:
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _document(data: dict) -> LoadedDocument:
+    """A loader's reply as a LoadedDocument, every field checked for its type (the worker is not trusted)."""
+    try:
+        segments = [Segment(**dict(zip(_SEGMENT_FIELDS, row, strict=True))) for row in data["segments"]]
+        for seg in segments:
+            if not isinstance(seg.text, str) or not all(
+                    v is None or isinstance(v, (int, float, str)) for v in (seg.page, seg.start, seg.end, seg.speaker,
+                                                                             seg.section)):
+                raise TypeError("a segment field of the wrong type")
+        kind, title = data["kind"], data.get("title")
+        if not isinstance(kind, str) or not (title is None or isinstance(title, str)):
+            raise TypeError("kind or title of the wrong type")
+    except (KeyError, TypeError, ValueError) as e:
+        raise RuntimeError(f"the loader process sent a malformed document ({e})") from e
+    return LoadedDocument(kind=kind, segments=segments, title=title)
 
 
 class _Retired(Exception):
@@ -132,12 +167,12 @@ class LoaderSandbox:
             self._wait_ready(worker)
         started = time.monotonic()
         try:
-            worker.send.send((path, kind, max_chars))
+            worker.send.send_bytes(_encode([path, kind, max_chars]))
             if not worker.recv.poll(self._timeout_s):
                 worker.broken = True
                 raise DocumentTooLarge(f"reading the file took longer than {self._timeout_s:g} s, "
                                        f"the limit for one document ({_TIMEOUT_SETTING})")
-            reply = worker.recv.recv()
+            reply = json.loads(worker.recv.recv_bytes())
         except (EOFError, OSError) as e:
             worker.broken = True
             worker.kill()
@@ -146,24 +181,25 @@ class LoaderSandbox:
             if worker.stopping:
                 raise BackendError("reading the document was stopped: the service is shutting down") from e
             raise self._crash(worker, kind, time.monotonic() - started) from e
-        outcome = reply[0]
+        outcome = reply[0] if isinstance(reply, list) and reply else None
         if outcome == "ok":
-            return reply[1]
+            return _document(reply[1])
         if outcome == "error":  # an ImpError the loader raised on purpose
-            raise reply[1]
+            code, detail = str(reply[1]), str(reply[2])[:2000]
+            raise _ERRORS.get(code, CorruptDocument)(detail)
         if outcome == "memory":
             worker.broken = True
             raise DocumentTooLarge(f"reading the file needed more than {self._max_mb} MB of memory, "
                                    f"the limit for one document ({_MEMORY_SETTING})")
-        # A bug in a loader or library: the caller logs it with a reference.
-        raise RuntimeError(f"{kind} loader failed: {reply[1]}: {reply[2]}\n{reply[3]}")
+        # A bug in a loader or library (or a reply of no known shape): the caller logs it with a reference.
+        raise RuntimeError(f"{kind} loader failed: {str(reply)[:8000]}")
 
     @staticmethod
     def _wait_ready(worker: _Worker) -> None:
         """The worker's first message says it started (or its end says it could not)."""
         try:
             if worker.recv.poll(_START_TIMEOUT_S):
-                worker.recv.recv()
+                worker.recv.recv_bytes()
                 worker.ready = True
                 return
         except (EOFError, OSError):
@@ -248,24 +284,26 @@ def _serve(max_bytes: int, idle_s: float) -> None:
     from core.ingest.loaders import load_file
 
     resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
-    reply.send(("ready", os.getpid()))
+    reply.send_bytes(_encode(["ready", os.getpid()]))
     while True:
         try:
             if not requests.poll(idle_s):
                 os._exit(_IDLE_EXIT)
-            path, kind, max_chars = requests.recv()
+            path, kind, max_chars = json.loads(requests.recv_bytes())
         except EOFError:
             return
         try:
-            answer: tuple = ("ok", load_file(Path(path), max_chars=max_chars, kind=kind))
+            loaded = load_file(Path(path), max_chars=max_chars, kind=kind)
+            answer: list = ["ok", {"kind": loaded.kind, "title": loaded.title,
+                                   "segments": [[getattr(seg, f) for f in _SEGMENT_FIELDS] for seg in loaded.segments]}]
         except MemoryError:
-            answer = ("memory",)
+            answer = ["memory"]
         except ImpError as e:
-            answer = ("error", e)
+            answer = ["error", e.code, e.detail]
         except Exception as e:  # noqa: BLE001 - reported to the parent, which logs it with a reference
-            answer = ("bug", type(e).__name__, str(e)[:2000], traceback.format_exc()[-6000:])
+            answer = ["bug", type(e).__name__, str(e)[:2000], traceback.format_exc()[-6000:]]
         try:
-            reply.send(answer)
+            reply.send_bytes(_encode(answer))
         except MemoryError:
             os._exit(3)  # the parent sees the pipe close and reports the memory limit
         if answer[0] == "memory":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -185,3 +187,24 @@ def test_a_job_that_fails_unexpectedly_shows_a_reference_and_logs_the_cause(engi
     assert "/srv" not in failed.error and "SELECT" not in failed.error
     ref = failed.error.removeprefix("internal error (ref ").removesuffix(")")
     assert any(f"ref {ref}" in r.getMessage() and "/srv/imp" in str(r.exc_info[1]) for r in caplog.records)
+
+
+def test_closing_the_engine_ends_its_document_loader_processes(engine, samples):
+    engine.ingest([samples / "handbook.md"])
+    pids = engine._pipeline.loader_pids()
+    assert pids, "documents are read in loader processes"
+    engine.close()
+    assert all(_gone(pid) for pid in pids)
+    assert engine.search("hotel allowance", 3)  # usable again: what it needs reopens
+
+
+def _gone(pid: int, timeout: float = 10.0) -> bool:
+    """Whether process ``pid`` has exited (and been reaped) within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False

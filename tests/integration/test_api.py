@@ -132,10 +132,11 @@ def test_backend_failures_show_a_log_reference_never_the_cause(embedder, tmp_pat
             listed = c.get("/v1/documents").json()["documents"][0]
     finally:
         engine.close()
-    assert doc["status"] == "failed" and doc["error"].startswith("internal error (ref ")
+    # The document says what failed in plain words and where the log has the rest; no address, no path.
+    assert doc["status"] == "failed" and "(ref " in doc["error"]
     assert search.status_code == 503 and search.json()["code"] == "backend_error"
     for shown in (doc["error"], search.json()["detail"], listed["error"]):
-        assert str(port) not in shown and "Chroma" not in shown and str(tmp_path) not in shown
+        assert str(port) not in shown and "127.0.0.1" not in shown and str(tmp_path) not in shown
     for shown in (doc["error"], search.json()["detail"]):
         ref = shown.split("(ref ", 1)[1][:8]
         [logged] = [r for r in caplog.records if f"ref {ref}" in r.getMessage()]

@@ -98,8 +98,11 @@ def build_gates(settings: Settings) -> dict:
     if not adm.enabled:
         return {}
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return {name: Gate(name, GateLimits(limit=g.limit or cores, queue=g.queue, max_wait_s=g.max_wait_s))
-            for name, g in (("search", adm.search), ("answer", adm.answer), ("ingest", adm.ingest))}
+    gates = {}
+    for name, g in (("search", adm.search), ("answer", adm.answer), ("ingest", adm.ingest)):
+        limit = g.limit or cores
+        gates[name] = Gate(name, GateLimits(limit=limit, queue=g.queue or g.per_place * limit, max_wait_s=g.max_wait_s))
+    return gates
 
 
 def build_minutes(embedder: Embedder, generator: Generator | None) -> MinutesDrafter:

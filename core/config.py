@@ -257,21 +257,23 @@ class GateSettings(BaseModel):
     """One class of CPU-bound requests: how many run at once, how many wait, how long one may wait."""
 
     limit: int = Field(default=0, ge=0, le=1024)  # 0: one per CPU core
-    queue: int = Field(default=32, ge=0, le=100_000)
-    max_wait_s: float = Field(default=5.0, gt=0, le=3600)
+    queue: int = Field(default=0, ge=0, le=100_000)  # 0: ``per_place`` waiting for each running place
+    per_place: int = Field(default=4, ge=0, le=1000)
+    max_wait_s: float = Field(default=1.0, gt=0, le=3600)
 
 
 class AdmissionSettings(BaseModel):
     """Load shedding (bot/admission.py): past these bounds a request gets 503 with Retry-After, a job 429.
 
-    Defaults from bench/load.py (docs/benchmarks.md §9) on 2 cores.
+    The defaults keep a served search within about a second and a served answer within a few
+    seconds under any number of clients (bench/load.py, docs/benchmarks.md §9).
     """
 
     enabled: bool = True
-    search: GateSettings = GateSettings(limit=0, queue=32, max_wait_s=2.0)
-    answer: GateSettings = GateSettings(limit=0, queue=16, max_wait_s=10.0)
+    search: GateSettings = GateSettings(per_place=4, max_wait_s=1.0)
+    answer: GateSettings = GateSettings(per_place=2, max_wait_s=5.0)
     # Uploads ingested within the request (POST /v1/documents without ?background=true).
-    ingest: GateSettings = GateSettings(limit=1, queue=8, max_wait_s=60.0)
+    ingest: GateSettings = GateSettings(limit=1, per_place=8, max_wait_s=60.0)
     # Background jobs (uploads, minutes) waiting or running; beyond it a new one gets 429.
     max_queued_jobs: int = Field(default=200, ge=1, le=1_000_000)
 

@@ -28,6 +28,31 @@ from slack_sdk.errors import SlackApiError
 log = logging.getLogger(__name__)
 
 MEMBER, GUEST, EXTERNAL, UNKNOWN = "member", "guest", "external", "unknown"
+MISSING = object()
+
+
+class Remembered:
+    """What Slack said about a key, for ``ttl_s`` seconds; at most ``size`` keys (the oldest go first)."""
+
+    def __init__(self, ttl_s: float, size: int, clock: Callable[[], float]):
+        self._ttl = ttl_s
+        self._size = size
+        self._clock = clock
+        self._items: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Any:
+        """The value kept for ``key``, or ``MISSING`` when none is, or it is older than the ttl."""
+        with self._lock:
+            hit = self._items.get(key)
+        return hit[1] if hit is not None and self._clock() - hit[0] < self._ttl else MISSING
+
+    def put(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._items[key] = (self._clock(), value)
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
 
 
 class People:
@@ -36,31 +61,21 @@ class People:
     def __init__(self, client: WebClient, *, ttl_s: float = 300.0, max_users: int = 20_000,
                  clock: Callable[[], float] = time.monotonic):
         self._client = client
-        self._ttl = ttl_s
-        self._max = max_users
-        self._clock = clock
-        self._users: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._users = Remembered(ttl_s, max_users, clock)
         self._home: tuple[str, str | None] | None = None
-        self._lock = threading.Lock()
 
     def info(self, user: str) -> dict[str, Any] | None:
         """The user as Slack describes them, or None when Slack would not say (not remembered)."""
-        now = self._clock()
-        with self._lock:
-            hit = self._users.get(user)
-            if hit is not None and now - hit[0] < self._ttl:
-                return hit[1]
+        found = self._users.get(user)
+        if found is not MISSING:
+            return found
         try:
             found = self._client.users_info(user=user)["user"]
         except (SlackApiError, OSError) as e:
             error = e.response.get("error") if isinstance(e, SlackApiError) else type(e).__name__
             log.warning("users.info for %s failed (%s); treating them as not a member", user, error)
             return None
-        with self._lock:
-            self._users[user] = (now, found)
-            self._users.move_to_end(user)
-            while len(self._users) > self._max:
-                self._users.popitem(last=False)
+        self._users.put(user, found)
         return found
 
     def home(self) -> tuple[str, str | None] | None:

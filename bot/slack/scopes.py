@@ -20,7 +20,6 @@ channel may read, or be configured away.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from itertools import islice
@@ -28,7 +27,7 @@ from itertools import islice
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.slack.people import MEMBER, People
+from bot.slack.people import MEMBER, MISSING, People, Remembered
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +44,8 @@ class ScopeResolver:
         self._client = client
         self._company = list(dict.fromkeys(company_scopes))
         self._max_pages = max_pages
-        self._ttl = ttl_s
-        self._clock = clock
         self.people = people or People(client, ttl_s=ttl_s, clock=clock)
-        self._shared: dict[str, tuple[float, bool]] = {}
-        self._lock = threading.Lock()
+        self._shared = Remembered(ttl_s, 20_000, clock)
 
     def for_asker(self, channel: str, user: str, channel_type: str | None = None, *,
                   team_hint: str | None = None) -> list[str]:
@@ -82,11 +78,9 @@ class ScopeResolver:
 
     def _shared_outside(self, channel: str) -> bool:
         """Whether ``channel`` is shared with another organisation (or Slack cannot say: assumed so)."""
-        now = self._clock()
-        with self._lock:
-            hit = self._shared.get(channel)
-            if hit is not None and now - hit[0] < self._ttl:
-                return hit[1]
+        known = self._shared.get(channel)
+        if known is not MISSING:
+            return known
         try:
             info = self._client.conversations_info(channel=channel)["channel"]
         except (SlackApiError, OSError) as e:
@@ -95,10 +89,7 @@ class ScopeResolver:
                         channel, error)
             return True
         shared = bool(info.get("is_ext_shared") or info.get("is_pending_ext_shared"))
-        with self._lock:
-            if len(self._shared) > 20_000:
-                self._shared.clear()
-            self._shared[channel] = (now, shared)
+        self._shared.put(channel, shared)
         return shared
 
     def channels_of(self, user: str) -> list[str]:

@@ -62,6 +62,7 @@ bench: setup
 	$(PY) bench/asr_speed.py --memory-check --minutes 30
 	$(PY) bench/diarization.py
 	$(PY) bench/minutes.py
+	$(PY) bench/load.py
 
 # The small English Vosk model (Apache-2.0, about 40 MB) for IMP_SPEECH__BACKEND=vosk.
 # Needs internet; no registry ships it. An air-gapped site copies models/ over instead.

@@ -145,7 +145,7 @@ def build_slack(settings: Settings, engine: Engine, *, socket_mode: bool = False
         signing_secret=sl.signing_secret.get_secret_value() if sl.signing_secret else None,
         api_url=sl.api_url, company_scopes=list(sl.company_scopes),
         max_file_bytes=int(min(sl.max_file_mb, max(settings.speech.max_file_mb, settings.ingest.max_file_mb)) * 2**20),
-        poll_s=sl.poll_s, workers=sl.workers)
+        poll_s=sl.poll_s, workers=sl.workers, max_wait_s=sl.max_wait_s)
     where = {"IMP_SLACK__BOT_TOKEN": "the Bot User OAuth Token, xoxb-…, under OAuth & Permissions",
              "IMP_SLACK__APP_TOKEN": "an app-level token, xapp-…, with connections:write, under Basic Information"}
     checks = {"IMP_SLACK__BOT_TOKEN": lambda: web_client(options.bot_token, sl.api_url, retries=1).auth_test()}

@@ -237,6 +237,8 @@ class SlackSettings(BaseModel):
     poll_s: float = Field(default=2.0, gt=0, le=60)
     # Questions answered at once (bench/slack.py: 4 on 2 CPU cores; raise it for a remote LLM server).
     workers: int = Field(default=4, ge=1, le=64)
+    # A question that waited longer than this for a worker is told to ask again instead of answered late.
+    max_wait_s: float = Field(default=120.0, gt=0, le=3600)
 
     @field_validator("bot_token", "signing_secret", "app_token")
     @classmethod

@@ -43,6 +43,9 @@ class SlackOptions:
     # Questions worked on at once. On CPU answers compete for the cores (more threads only slow the
     # acks); with a remote LLM they mostly wait, and more threads keep answers flowing.
     workers: int = 4
+    # A question that waited this long for a worker (a flood of questions) is told to ask again
+    # instead of being answered late: the backlog drains at the cost of a short reply each.
+    max_wait_s: float = 120.0
 
 
 def web_client(token: str, api_url: str, retries: int = 3) -> WebClient:
@@ -85,11 +88,11 @@ def create_slack_bot(engine: Engine, state: ChatState, options: SlackOptions, *,
         raise_error_for_unhandled_request=False,
     )
     resolver = ScopeResolver(client, options.company_scopes)
+    recent = RecentEvents()  # event ids seen in the last hour, and when: retries, and how long a question waited
     deps = SlackDeps(engine=engine, state=state, client=client, scopes=resolver,
-                     max_file_bytes=options.max_file_bytes)
+                     max_file_bytes=options.max_file_bytes, received=recent, max_wait_s=options.max_wait_s)
     deps.followups = FollowUps(deps, poll_s=options.poll_s)
 
-    recent = RecentEvents()
     signed = RecentEvents(ttl_s=REPLAY_WINDOW_S, max_events=100_000)
 
     @app.middleware

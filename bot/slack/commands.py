@@ -13,7 +13,7 @@ from typing import Any
 from slack_bolt import Ack, App, Respond
 
 from bot.slack.blocks import SHARE_ACTION, answer_blocks, answer_text, escape, progress_text
-from bot.slack.deps import SlackDeps, post_answer, reason
+from bot.slack.deps import BUSY, SlackDeps, post_answer, reason
 from bot.slack.files import FileRefusal, find_recording, shared_file
 from bot.slack.scopes import is_dm
 
@@ -27,14 +27,23 @@ MINUTES_USAGE = ("Usage: `/minutes` (the latest recording shared in this channel
                  "`/minutes FILE-LINK` (a recording or transcript shared in this channel).")
 
 
+def _received_key(command: dict) -> str | None:
+    trigger = command.get("trigger_id")
+    return f"ask:{trigger}" if trigger else None
+
+
 def register(app: App, deps: SlackDeps) -> None:
     def ack_ask(ack: Ack, command: dict) -> None:
         # Only the asker sees either; an answer can take a while with a large model, so never a blank ack.
+        deps.received.first_delivery(_received_key(command))  # when it came, for the wait bound below
         ack(text=ASK_USAGE if not (command.get("text") or "").strip() else ASK_WORKING)
 
     def run_ask(command: dict, respond: Respond) -> None:
         question = (command.get("text") or "").strip()
         if not question:
+            return
+        if deps.waited_too_long(_received_key(command)):
+            respond(response_type="ephemeral", text=BUSY)
             return
         try:
             # Only the asker sees the answer, so what they may see decides (a shared channel does not matter).

@@ -12,6 +12,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.slack.blocks import answer_blocks, answer_text, batches, escape
+from bot.slack.retries import RecentEvents
 from bot.slack.scopes import ScopeResolver
 from core.engine import Engine
 from core.errors import ImpError
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
     from bot.slack.followups import FollowUps
 
 log = logging.getLogger(__name__)
+
+# What a question that waited too long for a worker gets (SlackOptions.max_wait_s).
+BUSY = (":hourglass: I have more questions than I can answer right now, so I did not get to this one in time. "
+        "Please ask again in a minute.")
 
 # A label never holds "<" (Slack escapes it), so a scan stops at the next "<": linear in the text, where
 # "[^>]*" rescanned to the end from every "<@U1|" of a hostile 40,000-character message (quadratic).
@@ -35,7 +40,14 @@ class SlackDeps:
     client: WebClient
     scopes: ScopeResolver
     max_file_bytes: int
+    received: RecentEvents = field(default_factory=RecentEvents)
+    max_wait_s: float = 120.0
     followups: FollowUps = field(init=False)
+
+    def waited_too_long(self, key: str | None) -> bool:
+        """Whether the request ``key`` (an event id) was received longer ago than a question may wait."""
+        age = self.received.age(key) if key else None
+        return age is not None and age > self.max_wait_s
 
 
 def strip_mentions(text: str) -> str:

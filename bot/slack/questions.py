@@ -25,7 +25,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.slack.blocks import TEXT_LIMIT
-from bot.slack.deps import SlackDeps, bot_identity, post_answer, post_error, react, strip_mentions
+from bot.slack.deps import BUSY, SlackDeps, bot_identity, post_answer, post_error, react, strip_mentions
 from bot.slack.people import People
 from bot.slack.scopes import is_dm
 from core.errors import NotFound
@@ -171,6 +171,11 @@ def answer_event(deps: SlackDeps, event: dict[str, Any], context: Any, body: dic
         question = plain_text(name_people(deps.scopes.people, event["text"], bot_identity(context)[0]))
     if not question:
         client.chat_postMessage(channel=channel, thread_ts=reply_ts, text=USAGE)
+        return
+    if deps.waited_too_long((body or {}).get("event_id")):
+        # Questions arrive faster than they are answered: a short reply now beats an answer minutes late,
+        # and it lets the backlog drain.
+        client.chat_postMessage(channel=channel, thread_ts=reply_ts, text=BUSY)
         return
     react(client, channel, ts, WORKING)
     try:

@@ -31,3 +31,9 @@ class RecentEvents:
                 return False
             self._seen[event_id] = now
             return True
+
+    def age(self, event_id: str) -> float | None:
+        """Seconds since ``event_id`` was first seen (None: not remembered)."""
+        with self._lock:
+            seen = self._seen.get(event_id)
+        return None if seen is None else time.monotonic() - seen

@@ -182,3 +182,15 @@ def test_share_of_an_unknown_answer_says_so(rig, indexed):
     assert ":warning: I could not share it" in reply["text"]
     _quiesce(rig)
     assert _channel_posts(rig, "C0GENERAL") == []
+
+
+def test_an_ask_that_waited_too_long_for_a_worker_is_told_to_ask_again(engine, fake_slack, indexed):
+    from tests.integration.slack.conftest import SlackRig, make_rig
+
+    bot, http = make_rig(engine, fake_slack, max_wait_s=1e-6)
+    with http:
+        rig = SlackRig(http, fake_slack, bot, engine)
+        assert rig.command("/ask", HOTEL).status_code == 200
+        body = _private_answer(rig)
+    assert body["response_type"] == "ephemeral" and "ask again in a minute" in body["text"]
+    assert "180" not in json.dumps(body)

@@ -351,3 +351,21 @@ def test_failure_while_answering_a_dm_gets_a_reason_not_silence(rig, samples):
     # The next question works again.
     dm(rig, HOTEL)
     assert "180 EUR" in replies(rig, "D0ALICE", count=2)[1]["text"]
+
+
+def test_a_question_that_waited_too_long_for_a_worker_is_told_to_ask_again(engine, fake_slack, indexed):
+    """A flood of questions: one that waited past IMP_SLACK__MAX_WAIT_S is not answered late, but told so."""
+    with running(engine, fake_slack, max_wait_s=1e-6) as rig:
+        asked = mention(rig, HOTEL)
+        (reply,) = replies(rig, "C0GENERAL", thread_ts=asked["ts"])
+    assert "ask again in a minute" in reply["text"]
+    assert "180" not in reply["text"] and not reply.get("blocks")
+    assert rig.slack.calls_to("reactions.add") == []  # no work was started on it
+
+
+def test_in_a_flood_every_question_gets_one_reply_an_answer_or_ask_again(engine, fake_slack, indexed):
+    with running(engine, fake_slack, workers=1, max_wait_s=1.0) as rig:
+        asked = [mention(rig, HOTEL) for _ in range(12)]
+    for event in asked:
+        (reply,) = [c.args for c in rig.slack.calls_to("chat.postMessage") if c.args.get("thread_ts") == event["ts"]]
+        assert "180" in reply["text"] or "ask again in a minute" in reply["text"]

@@ -7,13 +7,19 @@ IMP := $(VENV)/bin/imp
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= $(CURDIR)/.imp-data/demo
 
-.PHONY: setup system-deps run serve test test-fast bench clean vosk-model-en
+.PHONY: setup system-deps test-deps run serve test test-fast bench clean vosk-model-en
 
 # ffmpeg decodes recordings; installed with apt when missing (root or sudo).
 system-deps:
 	@command -v ffmpeg >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq ffmpeg >/dev/null; }
+
+# PostgreSQL for the tests that need a real Postgres (each run starts a throwaway cluster of its own).
+test-deps:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq postgresql >/dev/null; }
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -44,10 +50,10 @@ run: setup
 serve: setup
 	IMP_DATA_DIR=$(DEMO_DIR) $(IMP) serve
 
-test: setup
+test: setup test-deps
 	$(PY) -m pytest -q
 
-test-fast: setup
+test-fast: setup test-deps
 	$(PY) -m pytest -q -m "not slow"
 
 bench: setup

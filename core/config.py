@@ -280,6 +280,63 @@ class AdmissionSettings(BaseModel):
     max_queued_jobs: int = Field(default=200, ge=1, le=1_000_000)
 
 
+class TrainSettings(BaseModel):
+    """The learning loop (training/): what a candidate model must show to be promoted, and when to retrain."""
+
+    # A candidate embedder is promoted only if its hit@5 beats the champion's by this much and MRR@10 does not drop.
+    min_gain: float = Field(default=0.01, ge=0.0, le=1.0)
+    # Ratings that must arrive after the last training run before the scheduled job trains again.
+    min_new_feedback: int = Field(default=50, ge=1)
+    # Share of the training data held back as the evaluation set when none is given (whole meetings for corpora).
+    held_out: float = Field(default=0.1, gt=0.0, lt=0.9)
+    epochs: int = Field(default=1, ge=1, le=100)
+    learning_rate: float = Field(default=5e-5, gt=0, lt=1)
+    batch_size: int = Field(default=32, ge=2, le=4096)
+    # BM25-mined hard negatives per training pair (one from the same meeting, the rest from others).
+    hard_negatives: int = Field(default=1, ge=0, le=16)
+    # Positive passages kept per corpus query: those holding the most gold turns (0: all of them).
+    max_positives: int = Field(default=1, ge=0, le=100)
+    seed: int = 0
+    # Corpus the scheduled retraining learns from besides feedback (pairs or QMSum-format JSONL); None: feedback only.
+    data: Path | None = None
+    # Evaluation set of the scheduled retraining; None: a held-back slice of the data and feedback.
+    eval: Path | None = None
+
+
+class RaySettings(BaseModel):
+    # ray://host:10001 or host:6379 joins an existing cluster; None starts a local one for the run.
+    address: str | None = None
+    workers: int = Field(default=1, ge=1, le=1024)  # data-parallel training workers
+    cpus_per_worker: int = Field(default=0, ge=0, le=1024)  # 0: the local cluster's CPUs split among workers
+    use_gpu: bool = False
+
+
+class MlflowSettings(BaseModel):
+    # None: a SQLite store under the data folder (data_dir/mlflow); production: http://mlflow:5000.
+    tracking_uri: str | None = None
+    experiment: str = "imp"
+
+
+class ModelsSettings(BaseModel):
+    """Which trained models answer: the champion, and a challenger on a share of questions (a canary)."""
+
+    # Share of questions a served challenger answers (0: none; the challenger then only waits for promotion).
+    canary_share: float = Field(default=0.0, ge=0.0, le=1.0)
+    # Ratings each of champion and challenger needs before the canary decides on its own.
+    canary_min_ratings: int = Field(default=30, ge=1)
+    # Promote the challenger when its 👍 rate is not worse than the champion's over the minimum ratings.
+    canary_auto_promote: bool = True
+
+
+class SchedulerSettings(BaseModel):
+    """Scheduled jobs (ops/scheduler.py): in `imp worker`, or inside `imp serve` when enabled."""
+
+    enabled: bool = False
+    # Cron expression (minute hour day month weekday) of the retraining check; nightly by default.
+    retrain_cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+
+
 def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("imp", appauthor=False))
 
@@ -301,8 +358,17 @@ class Settings(BaseSettings):
     answer: AnswerSettings = AnswerSettings()
     slack: SlackSettings = SlackSettings()
     admission: AdmissionSettings = AdmissionSettings()
+    train: TrainSettings = TrainSettings()
+    ray: RaySettings = RaySettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    models: ModelsSettings = ModelsSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
     log_level: str = "WARNING"
 
     @property
     def database_url(self) -> str:
         return f"sqlite:///{self.data_dir / 'imp.sqlite3'}"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return self.mlflow.tracking_uri or f"sqlite:///{self.data_dir / 'mlflow' / 'mlflow.db'}"

@@ -205,12 +205,16 @@ class AnswerOut(BaseModel):
     timings_ms: TimingsOut
     removed_sources: int = Field(0, description="Sources deleted, unshared or replaced since the answer was given; "
                                  "neither they nor the sentences resting on them are shown")
+    embedder: str | None = Field(None, description='Embedder version that retrieved the sources ("base" or a '
+                                 "registered version)")
+    adapter: str | None = Field(None, description="Answer adapter version the generator ran with, if any")
 
     @classmethod
     def of(cls, a: Answer) -> AnswerOut:
         cites = [CitationOut(n=c.n, **_located(c.chunk)) for c in a.citations]
         return cls(answer_id=a.answer_id, answer=a.text, abstained=a.abstained, citations=cites, model=a.model,
-                   timings_ms=TimingsOut(**a.timings_ms), removed_sources=a.removed_sources)
+                   timings_ms=TimingsOut(**a.timings_ms), removed_sources=a.removed_sources,
+                   embedder=a.embedder, adapter=a.adapter)
 
 
 class JobOut(BaseModel):

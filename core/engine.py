@@ -7,6 +7,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -17,17 +18,19 @@ from core.generate.minutes.base import Progress as MinutesProgress
 from core.generate.minutes.inputs import load_meeting, meeting_from_transcript
 from core.generate.minutes.render import to_dict as minutes_dict
 from core.index.hybrid import HybridRetriever, Mode
+from core.index.serving import ServingSet, SyncProgress
 from core.ingest.chunking import document_id
 from core.ingest.pipeline import IngestPipeline, Progress, StepProgress, walk
 from core.models import (
     DEFAULT_SCOPE, SCOPE_PATTERN, Answer, DocumentRecord, Feedback, Hit, IngestResult, IngestStatus, Job, Meeting,
-    Message, Minutes, Transcript,
+    Message, Minutes, RatedAnswer, ServedModel, SwitchReport, Transcript,
 )
 from core.speech.transcriber import Progress as TranscribeProgress
 from core.speech.transcriber import Transcriber
 from core.jobs import JobRunner, Outcome, Reporter
 from core.store.feedback import FeedbackStore
 from core.store.jobs import JobStore
+from core.store.served import ADAPTER, BASE, CHALLENGER, CHAMPION, EMBEDDER, SLOTS, ServedModels
 from core.store.registry import DocumentRegistry
 from core.store.transcripts import TranscriptStore
 from core.uploads import UploadStore, check_upload_name
@@ -70,8 +73,11 @@ class Engine:
                  jobs: JobStore | None = None, minutes: MinutesDrafter | None = None,
                  feedback: FeedbackStore | None = None, closers: Sequence[Callable[[], None]] = (),
                  max_file_bytes: int = 200 << 20, max_media_bytes: int = 4 << 30,
-                 max_queued_jobs: int | None = None):
+                 max_queued_jobs: int | None = None, serving: ServingSet | None = None,
+                 served: ServedModels | None = None):
         self.registry = registry
+        self._serving = serving  # the served embedders (core.index.serving)
+        self._served = served  # the pointer table, also of models served by a restart (the answer adapter)
         self._pipeline = pipeline
         self._retriever = retriever
         self._answerer = answerer
@@ -349,8 +355,12 @@ class Engine:
     # -- reading ---------------------------------------------------------------
 
     def search(self, query: str, k: int | None = None, scopes: list[str] | None = None,
-               mode: Mode = "hybrid") -> list[Hit]:
-        return self._retriever.search(query, k or self._default_k, self._scopes(scopes), mode=mode)
+               mode: Mode = "hybrid", *, slot: str = CHAMPION) -> list[Hit]:
+        """Search with the champion embedder, or with the challenger's (``slot``) when one is served."""
+        if slot not in SLOTS:
+            raise InvalidRequest(f"slot is one of {', '.join(SLOTS)}")
+        return self._retriever.search(query, k or self._default_k, self._scopes(scopes), mode=mode,
+                                      challenger=slot == CHALLENGER)
 
     def ask(self, question: str, scopes: list[str] | None = None, history: list[Message] | None = None) -> Answer:
         """Answer from the documents in ``scopes``, with valid citations, or say they do not answer it."""
@@ -399,6 +409,22 @@ class Engine:
                 readable[aid] = False
         return [f for f in rated if readable[f.answer_id]]
 
+    def rated_answers(self, since: datetime | None = None) -> list[RatedAnswer]:
+        """Rated answers for training, each with only the passages that may still be shown
+        (``Answerer.read``): a document deleted, unshared or replaced since gives no training data."""
+        if self._feedback is None:
+            return []
+        usable: list[RatedAnswer] = []
+        for rated in self._feedback.rated_answers(since):
+            try:
+                shown = self._answerer.read(rated.answer_id)
+            except NotFound:
+                continue
+            passages = tuple(dict.fromkeys(c.chunk.text for c in shown.citations))
+            if passages and not shown.abstained:
+                usable.append(replace(rated, passages=passages))
+        return usable
+
     @property
     def model_id(self) -> str:
         return self._answerer.model_id
@@ -416,3 +442,78 @@ class Engine:
         if record is None or (scopes is not None and record.scope not in scopes):
             raise _unseen("document", doc_id)
         return record
+
+    # -- models (the learning loop's champion and challenger) ----------------------
+
+    def served_models(self) -> list[ServedModel]:
+        """The embedders this engine answers with now, and the recorded answer-adapter pointers."""
+        models: list[ServedModel] = []
+        if self._serving is not None:
+            snap = self._serving.snapshot()
+            for slot, s in ((CHAMPION, snap.champion), (CHALLENGER, snap.challenger)):
+                if s is not None:
+                    models.append(ServedModel(EMBEDDER, slot, s.version, str(s.path) if s.path else None,
+                                              s.embedder.model_id, s.since, s.collection or None))
+        if self._served is not None:
+            models += self._served.list(ADAPTER)
+        return models
+
+    def serve_model(self, name: str, version: str, path: Path | None, *, slot: str = CHAMPION,
+                    progress: SyncProgress | None = None) -> SwitchReport:
+        """Serve ``version`` of ``name`` in ``slot``; version "base" with no path is the configured model.
+
+        An embedder's collection is brought up to date (a full re-index the first time, a delta
+        when it was served before) while search answers from the current one, then switched to
+        at once. The answer adapter is only recorded: the generator loads it at its next start.
+        """
+        if slot not in SLOTS:
+            raise InvalidRequest(f"slot is one of {', '.join(SLOTS)}")
+        version = str(version).strip()
+        if not version:
+            raise InvalidRequest("the version is empty")
+        path = Path(path) if path is not None else None
+        if name == EMBEDDER:
+            if self._serving is None or not self._serving.switchable:
+                raise BackendError("this engine cannot switch embedders")
+            return self._serving.serve(version, path, slot, progress)
+        if name != ADAPTER:
+            raise InvalidRequest(f"unknown model {name!r}: {EMBEDDER} or {ADAPTER}")
+        if self._served is None:
+            raise BackendError("this engine keeps no record of served models")
+        if path is None and version != BASE:
+            raise InvalidRequest(f"version {version} needs the folder of its adapter")
+        if path is not None and not path.is_dir():
+            raise NotFound(f"no adapter folder at {path}")
+        previous = self._served.get(ADAPTER, slot)
+        challenger = self._served.get(ADAPTER, CHALLENGER)
+        promoted = slot == CHAMPION and challenger is not None and challenger.version == version
+        self._served.put(ADAPTER, slot, version, path=str(path) if path else None, model_id=None, collection=None,
+                         clear=[CHALLENGER] if promoted else [])
+        log.warning("answer adapter %s is now version %s: restart the service to apply it", slot, version)
+        return SwitchReport(ADAPTER, slot, version, previous.version if previous else None, 0, 0, 0.0, None,
+                            restart_required=True)
+
+    def retire(self, name: str, slot: str = CHALLENGER) -> bool:
+        """Stop serving the challenger of ``name`` (an embedder's collection is kept); False if none was."""
+        if slot != CHALLENGER:
+            raise InvalidRequest("the champion cannot be retired; serve another version as champion instead")
+        if name == EMBEDDER:
+            return self._serving.retire(slot) if self._serving is not None else False
+        if name != ADAPTER:
+            raise InvalidRequest(f"unknown model {name!r}: {EMBEDDER} or {ADAPTER}")
+        if self._served is None or self._served.get(ADAPTER, CHALLENGER) is None:
+            return False
+        self._served.remove(ADAPTER, CHALLENGER)
+        return True
+
+    def feedback_by_version(self, name: str) -> dict[str, tuple[int, int]]:
+        """(👍, 👎) counts of the ratings in force, per version of ``name`` that produced the rated answers
+        (every served version is listed, with (0, 0) when it has none yet)."""
+        field = {EMBEDDER: "embedder", ADAPTER: "adapter"}.get(name)
+        if field is None:
+            raise InvalidRequest(f"unknown model {name!r}: {EMBEDDER} or {ADAPTER}")
+        counts = self._answerer.answers.ratings_by_version(field)
+        for m in self.served_models():
+            if m.name == name:
+                counts.setdefault(m.version, (0, 0))
+        return counts

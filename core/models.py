@@ -308,6 +308,42 @@ class Answer:
     # Sources deleted, unshared or replaced since the answer was given: read back, it no longer shows
     # them nor the sentences that rested on them (core.generate.redaction).
     removed_sources: int = 0
+    # Which served models produced it (core.index.serving): the embedder version that retrieved
+    # ("base" or a registry version such as "3"), and the answer adapter's version (None: no adapter in play).
+    embedder: str | None = None
+    adapter: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServedModel:
+    """A model version in service: the champion answers; a challenger takes a share of questions (a canary).
+
+    ``name`` is the registry name ("imp-embedder", "imp-answer-adapter"); version "base" is the
+    configured or bundled model (``path`` None). ``collection`` is the embedder's vector collection.
+    """
+
+    name: str
+    slot: str  # "champion" or "challenger"
+    version: str
+    path: str | None
+    model_id: str | None
+    since: datetime | None
+    collection: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchReport:
+    """What serving a model version did: vectors embedded and deleted to bring its collection up to date."""
+
+    name: str
+    slot: str
+    version: str
+    previous_version: str | None
+    embedded: int
+    deleted: int
+    seconds: float
+    collection: str | None
+    restart_required: bool = False  # the answer adapter is loaded at start: a restart applies it
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,3 +356,21 @@ class Feedback:
     rating: int
     created_at: datetime
     source: str = "slack"
+
+
+@dataclass(frozen=True, slots=True)
+class RatedAnswer:
+    """An answer people rated, as training data sees it: no user, no channel.
+
+    ``passages`` are the cited chunk texts in citation order; ``ups``/``downs`` count
+    the ratings in force; ``rated_at`` is the latest of them (UTC, naive as stored);
+    ``embedder`` is the model that retrieved the passages, when the log kept it.
+    """
+
+    answer_id: str
+    question: str
+    passages: tuple[str, ...]
+    ups: int
+    downs: int
+    rated_at: datetime
+    embedder: str | None = None

@@ -3,11 +3,16 @@
 Every question gets an answer or a plain statement that the documents the asker
 can see do not answer it. Citations in the returned answer always name sources
 that were retrieved and given to the writer, numbered from 1.
+
+Each answer records the served versions that made it: the embedder that retrieved
+(a canary routes ``canary_share`` of questions to a served challenger) and the
+answer adapter the generator was started with.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,6 +24,7 @@ from core.generate.base import Generator
 from core.generate.extractive import ExtractiveWriter
 from core.generate.prompts import Packed, answer_messages, pack_sources, rewrite_messages
 from core.generate.validation import validate
+from core.index.hybrid import Retrieval
 from core.models import Answer, Citation, Hit, Message
 from core.generate.redaction import redact
 from core.store.answers import AnswerLog
@@ -28,6 +34,8 @@ log = logging.getLogger(__name__)
 NOT_FOUND = "I could not find an answer to that in the documents available here."
 
 Search = Callable[[str, int, list[str]], list[Hit]]
+# (query, k, scopes, to the challenger?) -> hits and the embedder version that found them
+RoutedSearch = Callable[[str, int, list[str], bool], Retrieval]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +50,21 @@ class StreamEvent:
 class Answerer:
     """Turns a question into a validated, logged Answer."""
 
-    def __init__(self, search: Search, answers: AnswerLog, extractive: ExtractiveWriter, *,
+    def __init__(self, search: Search | None, answers: AnswerLog, extractive: ExtractiveWriter, *,
                  generator: Generator | None = None, k: int = 6, min_similarity: float = 0.35,
-                 max_new_tokens: int = 256):
-        self._search = search
+                 max_new_tokens: int = 256, routed: RoutedSearch | None = None, canary_share: float = 0.0,
+                 canary_seed: int | None = None, adapter: str | None = None):
+        """``routed`` (preferred over ``search``) lets a share of questions, ``canary_share``, go to the
+        challenger embedder; ``adapter`` is the version of the answer adapter ``generator`` runs with."""
+        if routed is None:
+            if search is None:
+                raise ValueError("give search or routed")
+            plain = search
+            routed = lambda q, k, scopes, _challenger: Retrieval(plain(q, k, scopes), None)  # noqa: E731
+        self._routed = routed
+        self._canary_share = canary_share
+        self._random = random.Random(canary_seed)
+        self._adapter = adapter
         self.answers = answers
         self._extractive = extractive
         self._generator = generator
@@ -79,7 +98,9 @@ class Answerer:
     def _run(self, question: str, scopes: list[str], history: list[Message], *, stream: bool) -> Iterator[StreamEvent]:
         started = time.perf_counter()
         query = self._standalone(question, history)
-        hits = self._search(query, self._k, scopes)
+        to_challenger = self._canary_share > 0 and self._random.random() < self._canary_share
+        retrieval = self._routed(query, self._k, scopes, to_challenger)
+        hits = retrieval.hits
         retrieved = time.perf_counter()
         best = max((h.similarity or 0.0 for h in hits), default=0.0)
         draft, packed, notes = "", Packed([], [], []), []
@@ -117,6 +138,8 @@ class Answerer:
                         "total": round(1000 * (time.perf_counter() - started), 1)},
             created_at=datetime.now(UTC).replace(tzinfo=None),
             notes=notes + packed.notes + checked.notes,
+            embedder=retrieval.embedder,
+            adapter=self._adapter,
         )
         self.answers.save(answer, search_query=query)
         yield StreamEvent("answer", answer=answer)

@@ -14,6 +14,11 @@ that finds a newer one already visible answers failed, code ``superseded``.
 "Unchanged" is answered only for a visible version whose chunks and vectors
 are all there.
 
+Vectors go to every served collection (core.index.serving: the champion's and a
+challenger's, each embedded with its own model) and are deleted from every one,
+under the serving set's shared lock, so a switch of embedder never misses a write.
+Chunking uses the configured (base) embedder's tokenizer, which trained versions share.
+
 Documents (not recordings) are read by core.ingest.sandbox: in worker processes
 with a memory cap and a time limit. Users see plain reasons; internal failures
 show only a log reference, and the log line with that reference has the detail.
@@ -35,6 +40,7 @@ from core.errors import (
 )
 from core.index.embedders import Embedder
 from core.index.keyword import KeywordIndex
+from core.index.serving import Served, ServingSet
 from core.index.vectors import VectorStore
 from core.ingest.chunking import Chunker, document_id
 from core.ingest.loaders import LOADER_VERSION, MEDIA, detect_kind, load_file
@@ -44,6 +50,8 @@ from core.store.leases import WriterBusy, WriterLease
 from core.store.registry import CommitInfo, DocumentRegistry
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from core.speech.transcriber import Transcriber
     from core.store.transcripts import TranscriptStore
 
@@ -91,16 +99,22 @@ def walk(paths: Iterable[Path]) -> Iterator[Path]:
 class IngestPipeline:
     """Indexes files into the registry, the vector store and the keyword index."""
 
-    def __init__(self, registry: DocumentRegistry, vectors: VectorStore, keywords: KeywordIndex,
+    def __init__(self, registry: DocumentRegistry, vectors: VectorStore | None, keywords: KeywordIndex,
                  embedder: Embedder, *, overlap: float = 0.15, max_tokens: int | None = None,
                  max_file_bytes: int = 200 << 20, max_chars: int = 5_000_000,
                  transcriber: Transcriber | None = None, transcripts: TranscriptStore | None = None,
                  max_media_bytes: int = 4 << 30, loader_timeout_s: float = 300.0, loader_max_mb: int = 2048,
-                 loader_workers: int = 2, loader_idle_s: float = 60.0, lease_ttl_s: float = 60.0):
+                 loader_workers: int = 2, loader_idle_s: float = 60.0, lease_ttl_s: float = 60.0,
+                 serving: ServingSet | None = None):
         """``loader_workers`` = 0 reads documents in this process, without the sandbox's limits;
-        a loader process idle for ``loader_idle_s`` exits (the next document starts one)."""
+        a loader process idle for ``loader_idle_s`` exits (the next document starts one).
+        ``serving``: the served collections to write to; without it, ``vectors`` alone."""
         self._registry = registry
-        self._vectors = vectors
+        if serving is None:
+            if vectors is None:
+                raise ValueError("give serving, or vectors")
+            serving = ServingSet.fixed(embedder, vectors)
+        self._serving = serving
         self._keywords = keywords
         self._embedder = embedder
         self._overlap = overlap
@@ -218,7 +232,7 @@ class IngestPipeline:
         signature = self._signature(rec.kind)
         if rec.extra.get("index_signature") != signature or rec.chunks < 1:
             return None
-        if self._vectors.count(doc_id, version) != rec.chunks:
+        if any(t.store.count(doc_id, version) != rec.chunks for t in self._serving.snapshot().targets()):
             log.warning("%s: vectors of the visible version are missing; indexing it again", rec.source)
             return None
         return self._registry.confirm_unchanged(doc_id, attempt, version, signature)
@@ -228,26 +242,39 @@ class IngestPipeline:
         lease = self._registry.lock(doc_id, source, scope, attempt, ttl_s=self._lease_ttl_s)
         if lease is None:
             return self._superseded(doc_id, source, version)
+        with self._serving.writing() as targets:  # after the lease, never before: see SwitchLock
+            return self._write_locked(lease, attempt, doc_id, source, version, size, loaded, chunks, stored_path,
+                                      targets)
+
+    def _write_locked(self, lease: WriterLease, attempt: int, doc_id: str, source: str, version: str, size: int,
+                      loaded: LoadedDocument, chunks: list[Chunk], stored_path: Path | None,
+                      targets: list[Served]) -> IngestResult:
         try:
             self._registry.begin(lease, attempt, version, size)
             self._registry.put_chunks(doc_id, version, chunks)
             for i in range(0, len(chunks), _EMBED_BATCH):
                 lease.renew()
                 part = chunks[i : i + _EMBED_BATCH]
-                self._vectors.upsert(part, self._embedder.embed([c.text for c in part]))
+                texts = [c.text for c in part]
+                embedded: dict[int, np.ndarray] = {}  # one embedding per model, however many collections use it
+                for target in targets:
+                    key = id(target.embedder)
+                    if key not in embedded:
+                        embedded[key] = target.embedder.embed(texts)
+                    target.store.upsert(part, embedded[key])
             if loaded.transcript is not None and self._transcripts is not None:
                 self._transcripts.save(doc_id, version, loaded.transcript)
             lease.renew()
             committed = self._registry.commit(lease, attempt, version, self._commit_info(loaded, chunks, stored_path))
         except BaseException:
-            self._clean_up(lease)
+            self._clean_up(lease, targets)
             lease.release()
             raise
         # Visible now (or a newer version is): what remains of other versions is garbage.
         if committed:  # the commit dropped the other versions' texts; their vectors go now
-            self._clean_up(lease, visible=version)
+            self._clean_up(lease, targets, visible=version)
         else:
-            self._clean_up(lease)
+            self._clean_up(lease, targets)
         lease.release()
         if not committed:
             return self._superseded(doc_id, source, version)
@@ -266,7 +293,7 @@ class IngestPipeline:
             stored_path=str(stored_path) if stored_path else None,
         )
 
-    def _clean_up(self, lease: WriterLease, *, visible: str | None = None) -> None:
+    def _clean_up(self, lease: WriterLease, targets: list[Served], *, visible: str | None = None) -> None:
         """Under the lease: drop every version's chunks and vectors but the visible one's
         (``visible``: known, its commit dropped the other versions' chunk texts).
 
@@ -278,7 +305,8 @@ class IngestPipeline:
             if visible is None:
                 ours, visible = self._registry.tidy(lease)
             if ours:
-                self._vectors.delete(lease.doc_id, keep_version=visible)
+                for target in targets:
+                    target.store.delete(lease.doc_id, keep_version=visible)
         except Exception:
             log.warning("could not clean up other versions of %s", lease.doc_id, exc_info=True)
 
@@ -309,8 +337,10 @@ class IngestPipeline:
         lease = self._registry.lock(doc_id, record.source, record.scope, None, ttl_s=self._lease_ttl_s)
         assert lease is not None  # only an attempt can be superseded
         try:
-            self._vectors.delete(doc_id)  # first: while the lease stands, nobody writes new ones
-            return self._registry.delete(doc_id)
+            with self._serving.writing() as targets:
+                for target in targets:  # first: while the lease stands, nobody writes new ones
+                    target.store.delete(doc_id)
+                return self._registry.delete(doc_id)
         finally:
             lease.release()
 

@@ -7,12 +7,13 @@ documents deleted, unshared or replaced since (``visible_sources`` says which re
 
 from __future__ import annotations
 
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from core.errors import NotFound
 from core.models import Answer, Chunk, Citation
 from core.store.registry import DocumentRegistry
-from core.store.schema import AnswerRow
+from core.store.schema import AnswerRow, FeedbackRow
 
 
 def _chunk_json(c: Chunk) -> dict:
@@ -43,6 +44,7 @@ class AnswerLog:
                 citations=[{"n": c.n, "chunk": _chunk_json(c.chunk)} for c in answer.citations],
                 scopes=list(answer.scopes), model=answer.model, model_version=version or None,
                 timings_ms=dict(answer.timings_ms), notes=list(answer.notes), created_at=answer.created_at,
+                embedder=answer.embedder, adapter=answer.adapter,
             ))
 
     def visible_sources(self, answer: Answer) -> set[str]:
@@ -60,5 +62,17 @@ class AnswerLog:
                 citations=[Citation(c["n"], _chunk(c["chunk"])) for c in row.citations],
                 scopes=list(row.scopes), model=row.model, timings_ms=dict(row.timings_ms),
                 created_at=row.created_at,
-                notes=list(row.notes or []),
+                notes=list(row.notes or []), embedder=row.embedder, adapter=row.adapter,
             )
+
+    def ratings_by_version(self, model: str) -> dict[str, tuple[int, int]]:
+        """Per version of ``model`` ("embedder" or "adapter") that produced rated answers: (👍, 👎)
+        counts of the ratings in force (retracted ones left out)."""
+        column = {"embedder": AnswerRow.embedder, "adapter": AnswerRow.adapter}[model]
+        q = (select(column, func.sum(case((FeedbackRow.rating > 0, 1), else_=0)),
+                    func.sum(case((FeedbackRow.rating < 0, 1), else_=0)))
+             .join(FeedbackRow, FeedbackRow.answer_id == AnswerRow.answer_id)
+             .where(FeedbackRow.retracted_at.is_(None), column.is_not(None))
+             .group_by(column))
+        with self._session() as s:
+            return {version: (int(up or 0), int(down or 0)) for version, up, down in s.execute(q)}

@@ -96,6 +96,9 @@ class AnswerRow(Base):
     timings_ms: Mapped[dict] = mapped_column(JSON, default=dict)
     notes: Mapped[list] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    # The served versions that produced it (core.index.serving): embedder that retrieved, answer adapter.
+    embedder: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    adapter: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class TranscriptRow(Base):
@@ -182,6 +185,33 @@ class ChatTaskRow(Base):
     data: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ScheduleClaimRow(Base):
+    """One scheduled run of a job for one time window; the primary key lets a single replica claim it."""
+
+    __tablename__ = "schedule_claims"
+
+    job: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window: Mapped[str] = mapped_column(String(64), primary_key=True)  # e.g. "2026-12-02" for a nightly job
+    owner: Mapped[str] = mapped_column(String(200))
+    claimed_at: Mapped[datetime] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    outcome: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ServedModelRow(Base):
+    """Which model version each slot serves (core.store.served); every change bumps a generation counter."""
+
+    __tablename__ = "served_models"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)  # "imp-embedder", "imp-answer-adapter"
+    slot: Mapped[str] = mapped_column(String(16), primary_key=True)  # "champion" or "challenger"
+    version: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str | None] = mapped_column(Text, nullable=True)  # None: the configured (base) model
+    model_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    collection: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    since: Mapped[datetime] = mapped_column(DateTime)
 
 
 def create_or_upgrade(engine: Engine) -> None:

@@ -138,7 +138,9 @@ def test_rest_ask_and_stream(llm_engine, fake_llm):
         r = client.post("/v1/ask", json={"question": "Who owns the regression fix?", "scopes": ["default"]})
         body = r.json()
         assert r.status_code == 200
-        assert set(body) == {"answer_id", "answer", "abstained", "citations", "model", "timings_ms", "removed_sources"}
+        assert set(body) == {"answer_id", "answer", "abstained", "citations", "model", "timings_ms", "removed_sources",
+                             "embedder", "adapter"}
+        assert body["embedder"] == "base" and body["adapter"] is None  # the served versions that made it
         assert set(body["timings_ms"]) == {"retrieve", "generate", "total"}
         assert set(body["citations"][0]) == {"n", "doc_id", "source", "text", "page", "start", "end", "speaker",
                                              "scope", "location"}

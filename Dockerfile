@@ -7,7 +7,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/imp
-COPY pyproject.toml README.md app.py cli.py ./
+COPY pyproject.toml README.md app.py cli.py cli_models.py ./
 COPY core ./core
 COPY bot ./bot
 COPY training ./training
@@ -25,7 +25,10 @@ RUN apt-get update \
 ENV IMP_DATA_DIR=/data \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
-    ANONYMIZED_TELEMETRY=False
+    ANONYMIZED_TELEMETRY=False \
+    MLFLOW_DISABLE_TELEMETRY=true \
+    DO_NOT_TRACK=1 \
+    RAY_USAGE_STATS_ENABLED=0
 RUN useradd --system --uid 10001 imp && mkdir -p /data && chown imp /data
 VOLUME /data
 EXPOSE 8000

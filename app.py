@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 # Offline by construction: no model hub, no telemetry, whatever the environment says.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -17,6 +18,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 from core.config import Settings  # noqa: E402
@@ -29,7 +33,7 @@ from core.generate.minutes.base import MinutesDrafter  # noqa: E402
 from core.index.embedders import Embedder, make_embedder  # noqa: E402
 from core.index.hybrid import HybridRetriever  # noqa: E402
 from core.index.keyword import KeywordIndex  # noqa: E402
-from core.index.vectors import ChromaVectorStore  # noqa: E402
+from core.index.serving import ChromaCollection, Served, ServingFactory, ServingSet, collection_name, slug  # noqa: E402
 from core.ingest.media import Media  # noqa: E402
 from core.ingest.pipeline import IngestPipeline  # noqa: E402
 from core.speech.base import SpeechConfig  # noqa: E402
@@ -39,6 +43,7 @@ from core.store.jobs import JobStore  # noqa: E402
 from core.store.transcripts import TranscriptStore  # noqa: E402
 from core.store.answers import AnswerLog  # noqa: E402
 from core.store.registry import DocumentRegistry  # noqa: E402
+from core.store.served import ADAPTER, BASE, CHAMPION, ServedModels  # noqa: E402
 
 
 def build_embedder(settings: Settings) -> Embedder:
@@ -55,39 +60,84 @@ def build_engine(settings: Settings, *, embedder: Embedder | None = None) -> Eng
     data = settings.data_dir
     registry = DocumentRegistry(settings.database_url)
     embedder = embedder or build_embedder(settings)
-    # One collection per embedding model: vectors of different models never mix.
-    collection = f"{settings.chroma.collection}_{_slug(embedder.model_id)}"
-    if settings.chroma.url:
-        vectors = ChromaVectorStore(collection, url=settings.chroma.url)
-    else:
-        vectors = ChromaVectorStore(collection, path=data / "chroma")
+    served = ServedModels(registry)
+    serving = build_serving(settings, registry, served, embedder)
     keywords = KeywordIndex(registry, data / "bm25")
     transcriber = build_transcriber(settings)
     transcripts = TranscriptStore(registry)
     pipeline = IngestPipeline(
-        registry, vectors, keywords, embedder,
+        registry, None, keywords, embedder,
         overlap=settings.chunking.overlap, max_tokens=settings.chunking.max_tokens,
         max_file_bytes=int(settings.ingest.max_file_mb * 2**20), max_chars=settings.ingest.max_chars,
         transcriber=transcriber, transcripts=transcripts,
         max_media_bytes=int(settings.speech.max_file_mb * 2**20),
         loader_timeout_s=settings.ingest.loader_timeout_s, loader_max_mb=settings.ingest.loader_max_mb,
-        loader_workers=settings.ingest.loader_workers,
+        loader_workers=settings.ingest.loader_workers, serving=serving,
     )
-    retriever = HybridRetriever(registry, vectors, keywords, embedder,
-                                candidates=settings.search.candidates, rrf_k=settings.search.rrf_k)
-    generator = build_generator(settings)
+    retriever = HybridRetriever(registry, None, keywords, None, candidates=settings.search.candidates,
+                                rrf_k=settings.search.rrf_k, serving=serving)
+    adapter_path, adapter_version = served_adapter(settings, served)
+    generator = build_generator(settings, adapter=adapter_path)
     answerer = Answerer(
-        lambda q, k, scopes: retriever.search(q, k, scopes), AnswerLog(registry), ExtractiveWriter(embedder),
+        None, AnswerLog(registry), ExtractiveWriter(embedder),
         generator=generator, k=settings.answer.k, min_similarity=settings.answer.min_similarity,
         max_new_tokens=settings.llm.max_new_tokens,
+        routed=lambda q, k, scopes, challenger: retriever.retrieve(q, k, scopes, challenger=challenger),
+        canary_share=settings.models.canary_share, adapter=adapter_version if generator is not None else None,
     )
     return Engine(registry, pipeline, retriever, answerer, files_dir=data / "files",
                   default_k=settings.search.default_k, transcriber=transcriber, transcripts=transcripts,
                   jobs=JobStore(registry), minutes=build_minutes(embedder, generator),
-                  feedback=FeedbackStore(registry), closers=[pipeline.close, vectors.close, registry.close],
+                  feedback=FeedbackStore(registry), closers=[pipeline.close, serving.close, registry.close],
                   max_file_bytes=int(settings.ingest.max_file_mb * 2**20),
                   max_media_bytes=int(settings.speech.max_file_mb * 2**20),
-                  max_queued_jobs=settings.admission.max_queued_jobs if settings.admission.enabled else None)
+                  max_queued_jobs=settings.admission.max_queued_jobs if settings.admission.enabled else None,
+                  serving=serving, served=served)
+
+
+def build_serving(settings: Settings, registry: DocumentRegistry, served: ServedModels,
+                  embedder: Embedder) -> ServingSet:
+    """The served embedders: the champion the pointer table names (base when it names none, or when
+    its folder is gone: never a failed start), and a challenger if one is served."""
+    emb = settings.embedder
+
+    def store(name: str) -> ChromaCollection:
+        if settings.chroma.url:
+            return ChromaCollection(name, url=settings.chroma.url)
+        return ChromaCollection(name, path=settings.data_dir / "chroma")
+
+    def trained(path: Path) -> Embedder:
+        # The learning loop writes sentence-transformers folders, whatever the base model's backend.
+        backend = "sentence-transformers" if (path / "modules.json").is_file() else emb.backend
+        return make_embedder(backend, path, device=emb.device, batch_size=emb.batch_size, max_tokens=emb.max_tokens)
+
+    # One collection per embedding model: vectors of different models never mix.
+    base_collection = collection_name(settings.chroma.collection, embedder.model_id, BASE)
+    base = Served(BASE, embedder, store(base_collection), base_collection)
+    serving = ServingSet(base, registry=registry, pointers=served,
+                         factory=ServingFactory(trained, store, settings.chroma.collection))
+    try:
+        serving.load()
+    except ImpError as e:  # the database unreadable: answer with the base model rather than not at all
+        logging.getLogger(__name__).error("cannot read which embedder to serve (%s); serving the base one", e)
+    return serving
+
+
+def served_adapter(settings: Settings, served: ServedModels | None) -> tuple[Path | None, str | None]:
+    """The answer adapter to load and its version: the champion the pointer table names (transformers
+    backend only), else IMP_LLM__ADAPTER as version "base"."""
+    llm = settings.llm
+    if llm.backend != "transformers":
+        return llm.adapter, None
+    row = served.get(ADAPTER, CHAMPION) if served is not None else None
+    if row is None or row.path is None:
+        return llm.adapter, BASE if row is None else row.version
+    if not Path(row.path).is_dir():
+        log = logging.getLogger(__name__)
+        log.error("the champion answer adapter, version %s, is missing: no folder at %s", row.version, row.path)
+        log.warning("ANSWERING WITH THE BASE ADAPTER (IMP_LLM__ADAPTER) instead of version %s", row.version)
+        return llm.adapter, BASE
+    return Path(row.path), row.version
 
 
 def build_gates(settings: Settings) -> dict:
@@ -176,24 +226,119 @@ def build_transcriber(settings: Settings) -> Transcriber:
                        piece_seconds=sp.piece_seconds, diarize=sp.diarize, max_speakers=sp.max_speakers)
 
 
-def build_generator(settings: Settings) -> Generator | None:
-    """The configured LLM, or None for extractive answers."""
+def build_generator(settings: Settings, *, adapter: Path | None = None) -> Generator | None:
+    """The configured LLM, or None for extractive answers; ``adapter`` replaces IMP_LLM__ADAPTER."""
     llm = settings.llm
     if llm.backend == "extractive":
         return None
     return make_generator(
-        llm.backend, path=llm.path, adapter=llm.adapter, device=llm.device, load_in_4bit=llm.load_in_4bit,
+        llm.backend, path=llm.path, adapter=adapter or llm.adapter, device=llm.device, load_in_4bit=llm.load_in_4bit,
         cache_dir=settings.data_dir / "models", base_url=llm.base_url, model=llm.model, api_key=llm.api_key,
         timeout_s=llm.timeout_s, max_retries=llm.max_retries, context_tokens=llm.context_tokens,
     )
 
 
-def _slug(model_id: str) -> str:
-    import hashlib
+# -- the learning loop (training/) -------------------------------------------------
 
-    name = model_id.split(":", 1)[-1].split("@", 1)[0]
-    clean = "".join(ch if ch.isalnum() else "_" for ch in name)[:40]
-    return f"{clean}_{hashlib.sha256(model_id.encode()).hexdigest()[:8]}"
+
+def build_model_registry(settings: Settings):
+    """MLflow tracking and registry: a SQLite store under the data folder unless IMP_MLFLOW__TRACKING_URI is set."""
+    from training.registry import ModelRegistry
+
+    local = settings.mlflow.tracking_uri is None
+    return ModelRegistry(settings.mlflow_tracking_uri, settings.mlflow.experiment,
+                         artifacts=settings.data_dir / "mlflow" / "artifacts" if local else None,
+                         models_dir=settings.data_dir / "models")
+
+
+def build_ray_config(settings: Settings):
+    from training.embedder import RayConfig
+
+    r = settings.ray
+    return RayConfig(address=r.address, workers=r.workers, cpus_per_worker=r.cpus_per_worker, use_gpu=r.use_gpu,
+                     storage=settings.data_dir / "ray")
+
+
+def eval_engine_factory(settings: Settings):
+    """Engines for the evaluation gate: built like the serving one (chunking, search), on a scratch folder."""
+
+    def make(folder, embedder):  # noqa: ANN001, ANN202
+        scratch = settings.model_copy(update={
+            "data_dir": folder, "chroma": settings.chroma.model_copy(update={"url": None}),
+            "ingest": settings.ingest.model_copy(update={"loader_workers": 0}),  # our own text files
+            "speech": settings.speech.model_copy(update={"diarize": False})})
+        return build_engine(scratch, embedder=embedder)
+
+    return make
+
+
+def build_embedder_loop(settings: Settings, engine: Engine, *, trials: int = 1, epochs: int | None = None,
+                        canary: bool | None = None, feedback: bool = True):
+    """One turn of the embedder's learning loop over this engine (training/loop.py)."""
+    from training.loop import EmbedderLoop, LoopConfig
+
+    t = settings.train
+    config = LoopConfig(min_gain=t.min_gain, held_out=t.held_out, epochs=epochs or t.epochs,
+                        learning_rate=t.learning_rate, batch_size=t.batch_size, hard_negatives=t.hard_negatives,
+                        max_positives=t.max_positives or None,
+                        seed=t.seed, trials=trials, feedback=feedback,
+                        canary=settings.models.canary_share > 0 if canary is None else canary,
+                        chunk_max_tokens=settings.chunking.max_tokens, chunk_overlap=settings.chunking.overlap)
+    emb = settings.embedder
+
+    def make_embedder(path):  # noqa: ANN001, ANN202 - None: the configured base model
+        return make_embedder_(emb.backend, path or emb.path, device=emb.device, batch_size=emb.batch_size,
+                              max_tokens=emb.max_tokens)
+
+    from core.index.embedders import bundled_minilm_path, make_embedder as make_embedder_
+
+    workdir = settings.data_dir / "training"
+    workdir.mkdir(parents=True, exist_ok=True)
+    return EmbedderLoop(engine, build_model_registry(settings), eval_engine_factory(settings),
+                        make_embedder=make_embedder, base_path=emb.path or bundled_minilm_path(),
+                        ray=build_ray_config(settings), config=config, workdir=workdir)
+
+
+def build_adapter_loop(settings: Settings, engine: Engine, *, feedback: bool = True):
+    """One turn of the answer adapter's learning loop (training/adapter_loop.py)."""
+    from training.adapter_loop import AdapterLoop, AdapterLoopConfig
+
+    workdir = settings.data_dir / "training"
+    workdir.mkdir(parents=True, exist_ok=True)
+    llm = settings.llm
+    return AdapterLoop(engine, build_model_registry(settings), base=llm.path, configured_adapter=llm.adapter,
+                       device=llm.device, ray=build_ray_config(settings),
+                       config=AdapterLoopConfig(held_out=settings.train.held_out, seed=settings.train.seed,
+                                                feedback=feedback, max_new_tokens=llm.max_new_tokens),
+                       workdir=workdir)
+
+
+def build_retrain_scheduler(settings: Settings, engine: Engine, *, background: bool):
+    """The nightly retraining check (ops/scheduler.py): settles a running canary, then retrains when
+    enough new ratings arrived (IMP_TRAIN__MIN_NEW_FEEDBACK) or the drift check asked for it."""
+    from core.store.claims import ClaimStore
+    from ops.scheduler import RetrainPolicy, build_scheduler, ratings_counter
+
+    def retrain(reason: str) -> dict:
+        from training.promotion import served_version, settle_canary
+        from training.registry import CHALLENGER, EMBEDDER
+
+        done: dict = {"reason": reason}
+        if settings.models.canary_auto_promote and served_version(engine, EMBEDDER, CHALLENGER):
+            v = settle_canary(engine, build_model_registry(settings), EMBEDDER,
+                              min_ratings=settings.models.canary_min_ratings)
+            done["canary"] = {"decision": v.decision, "reason": v.reason}
+        outcome = build_embedder_loop(settings, engine).run(settings.train.data, settings.train.eval)
+        return done | {k: v for k, v in outcome.to_json().items()
+                       if k in ("run_id", "version", "metrics", "promoted", "reason", "served_as")}
+
+    return build_scheduler(settings.scheduler, settings.database_url, claims=ClaimStore(engine.registry),
+                           policy=RetrainPolicy(settings.train.min_new_feedback), retrain=retrain,
+                           count_new_ratings=ratings_counter(engine), background=background)
+
+
+def _slug(model_id: str) -> str:
+    return slug(model_id)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m app ...` runs the CLI

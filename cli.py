@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-from app import build_engine, build_gates, build_slack  # first: makes the process offline before any model library loads
+from app import build_engine, build_gates, build_retrain_scheduler, build_slack  # first: makes the process offline before any model library loads
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -315,7 +315,29 @@ def serve(
         _fail(e)
     app = create_app(engine, tokens=tokens, allowed_hosts=settings.api.hosts(host), gates=build_gates(settings),
                      slack=slack)
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())
+    scheduler = None
+    if settings.scheduler.enabled:  # retraining inside the service (else: run `imp worker` beside it)
+        try:
+            scheduler = build_retrain_scheduler(settings, engine, background=True)
+        except ImpError as e:
+            _fail(e)
+        scheduler.start()
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())
+    finally:
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
+
+        _fail(e)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    err.print(f"IMP worker: retraining check on '{escape(settings.scheduler.retrain_cron)}' "
+              f"({escape(settings.scheduler.timezone)}). Ctrl-C stops it.", highlight=False)
+    try:
+        scheduler.start()  # blocks until shutdown
+    except (KeyboardInterrupt, SystemExit):
+        scheduler.shutdown(wait=False)
+    finally:
+        engine.close()
 
 
 @cli.command("slack")
@@ -373,6 +395,13 @@ def feedback(
     out.print(table)
     up = sum(r["rating"] > 0 for r in rows)
     out.print(f"{up} 👍, {len(rows) - up} 👎")
+
+
+from cli_models import models_cli, train_cli, worker  # noqa: E402  (after cli: it reuses cli's helpers)
+
+cli.add_typer(train_cli, name="train")
+cli.add_typer(models_cli, name="models")
+cli.command()(worker)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -328,17 +328,6 @@ def serve(
         if scheduler is not None:
             scheduler.shutdown(wait=False)
 
-        _fail(e)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    err.print(f"IMP worker: retraining check on '{escape(settings.scheduler.retrain_cron)}' "
-              f"({escape(settings.scheduler.timezone)}). Ctrl-C stops it.", highlight=False)
-    try:
-        scheduler.start()  # blocks until shutdown
-    except (KeyboardInterrupt, SystemExit):
-        scheduler.shutdown(wait=False)
-    finally:
-        engine.close()
-
 
 @cli.command("slack")
 def slack_socket_mode() -> None:

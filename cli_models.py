@@ -258,11 +258,9 @@ def canary_cmd(
 
 
 def _switch_text(report) -> str:  # noqa: ANN001 - core.models.SwitchReport
-    embedded = getattr(report, "embedded", None)
-    seconds = getattr(report, "seconds", None)
-    if embedded is None:
-        return "applies at the next start of the answer generator"
-    return f"{embedded} chunks embedded in {seconds:.1f} s"
+    if report.restart_required:
+        return "the service applies it at its next start"
+    return f"{report.embedded} chunks embedded in {report.seconds:.1f} s"
 
 
 def worker() -> None:
@@ -276,4 +274,14 @@ def worker() -> None:
     try:
         scheduler = build_retrain_scheduler(settings, engine, background=False)
     except ImpError as e:
+        engine.close()
+        _fail(e)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    err.print(f"IMP worker: retraining check on '{escape(settings.scheduler.retrain_cron)}' "
+              f"({escape(settings.scheduler.timezone)}). Ctrl-C stops it.", highlight=False)
+    try:
+        scheduler.start()  # blocks until shutdown
+    except (KeyboardInterrupt, SystemExit):
+        scheduler.shutdown(wait=False)
+    finally:
         engine.close()

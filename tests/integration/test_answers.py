@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections import deque
 
 import pytest
 from fastapi.testclient import TestClient

@@ -64,6 +64,7 @@ bench: setup
 	$(PY) bench/answers.py --dataset financebench --max-pages 75
 	$(PY) bench/answers.py --calibrate --max-pages 75
 	$(PY) bench/asr_wer.py
+	$(PY) bench/train_qmsum.py
 	$(PY) bench/asr_speed.py --minutes 30
 	$(PY) bench/asr_speed.py --memory-check --minutes 30
 	$(PY) bench/diarization.py

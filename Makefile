@@ -64,12 +64,12 @@ bench: setup
 	$(PY) bench/answers.py --dataset financebench --max-pages 75
 	$(PY) bench/answers.py --calibrate --max-pages 75
 	$(PY) bench/asr_wer.py
-	$(PY) bench/train_qmsum.py
 	$(PY) bench/asr_speed.py --minutes 30
 	$(PY) bench/asr_speed.py --memory-check --minutes 30
 	$(PY) bench/diarization.py
 	$(PY) bench/minutes.py
 	$(PY) bench/load.py
+	$(PY) bench/train_qmsum.py
 
 # The small English Vosk model (Apache-2.0, about 40 MB) for IMP_SPEECH__BACKEND=vosk.
 # Needs internet; no registry ships it. An air-gapped site copies models/ over instead.

@@ -21,7 +21,6 @@ trained on exactly the text it is served.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 
 from core.errors import InvalidRequest
 from core.generate.prompts import TRUNCATED, Packed, answer_messages, pack_sources
-from core.generate.validation import _CITE, SUPPORT_THRESHOLD, split_sentences, support
+from core.generate.validation import SUPPORT_THRESHOLD, citations, split_sentences, support, without_citations
 from core.models import Chunk, Hit, Message
 from training.qmsum import MAX_LINE_BYTES, parse_meeting
 from training.records import MAX_NEGATIVES, MAX_QUERY_CHARS, clean_text, read_jsonl
@@ -112,11 +111,11 @@ def fit(question: str, passages: Sequence[Passage], room: int, count: Callable[[
 # Citation marks are read with validation's own pattern, so "a citation" means what serving means by it.
 def cited_numbers(answer: str) -> list[int]:
     """Every source number the answer cites, in order."""
-    return [int(n) for group in _CITE.findall(answer) for n in re.split(r"[,;]", group)]
+    return citations(answer)
 
 
 def uncited(text: str) -> str:
-    return _CITE.sub("", text).strip()
+    return without_citations(text)
 
 
 def abstains(answer: str) -> bool:

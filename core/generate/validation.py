@@ -18,6 +18,18 @@ from core.models import Hit
 # Tried only where a run of spaces starts, and possessive: a long run of spaces not followed by "["
 # costs one pass, not one per space (this reads model drafts and whole source texts).
 _CITE = re.compile(r"(?<!\s)\s*+\[(\d++(?:\s*+[,;]\s*+\d++)*+)\]")
+
+
+def citations(text: str) -> list[int]:
+    """The source numbers a text cites, in order ("[1]", "[2, 3]" and "[2;3]" alike)."""
+    return [int(n) for group in _CITE.findall(text) for n in re.split(r"[,;]", group)]
+
+
+def without_citations(text: str) -> str:
+    """The text with its citation markers removed."""
+    return _CITE.sub("", text).strip()
+
+
 _SPLIT = re.compile(r"(?<=[.!?])\s+(?!\[)|(?<=\])\s+(?=[A-Z0-9\"'(])|\n+")
 _WORD = re.compile(r"\w+", re.UNICODE)
 _STOP = frozenset(
@@ -78,8 +90,8 @@ def validate(draft: str, hits: list[Hit], texts: list[str] | None = None) -> Che
     order: list[int] = []  # original source numbers in order of first use
     out: list[str] = []
     for sentence in split_sentences(draft):
-        claimed = [int(n) for group in _CITE.findall(sentence) for n in re.split(r"[,;]", group)]
-        bare = _CITE.sub("", sentence).strip()
+        claimed = citations(sentence)
+        bare = without_citations(sentence)
         invalid = [n for n in claimed if not 1 <= n <= len(hits)]
         if invalid:
             notes.append(f"removed citation(s) {sorted(set(invalid))} to sources that were not given")

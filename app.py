@@ -46,9 +46,12 @@ from core.store.registry import DocumentRegistry  # noqa: E402
 from core.store.served import ADAPTER, BASE, CHAMPION, ServedModels  # noqa: E402
 
 
-def build_embedder(settings: Settings) -> Embedder:
+def build_embedder(settings: Settings, path: Path | None = None) -> Embedder:
+    """The configured embedder, or the one in ``path``: a trained version, which the learning loop
+    writes as a sentence-transformers folder whatever the base model's backend."""
     emb = settings.embedder
-    return make_embedder(emb.backend, emb.path, device=emb.device, batch_size=emb.batch_size,
+    backend = "sentence-transformers" if path is not None and (path / "modules.json").is_file() else emb.backend
+    return make_embedder(backend, path or emb.path, device=emb.device, batch_size=emb.batch_size,
                          max_tokens=emb.max_tokens)
 
 
@@ -99,23 +102,18 @@ def build_serving(settings: Settings, registry: DocumentRegistry, served: Served
                   embedder: Embedder) -> ServingSet:
     """The served embedders: the champion the pointer table names (base when it names none, or when
     its folder is gone: never a failed start), and a challenger if one is served."""
-    emb = settings.embedder
 
     def store(name: str) -> ChromaCollection:
         if settings.chroma.url:
             return ChromaCollection(name, url=settings.chroma.url)
         return ChromaCollection(name, path=settings.data_dir / "chroma")
 
-    def trained(path: Path) -> Embedder:
-        # The learning loop writes sentence-transformers folders, whatever the base model's backend.
-        backend = "sentence-transformers" if (path / "modules.json").is_file() else emb.backend
-        return make_embedder(backend, path, device=emb.device, batch_size=emb.batch_size, max_tokens=emb.max_tokens)
-
     # One collection per embedding model: vectors of different models never mix.
     base_collection = collection_name(settings.chroma.collection, embedder.model_id, BASE)
     base = Served(BASE, embedder, store(base_collection), base_collection)
     serving = ServingSet(base, registry=registry, pointers=served,
-                         factory=ServingFactory(trained, store, settings.chroma.collection))
+                         factory=ServingFactory(lambda path: build_embedder(settings, path), store,
+                                                        settings.chroma.collection))
     try:
         serving.load()
     except ImpError as e:  # the database unreadable: answer with the base model rather than not at all
@@ -284,18 +282,13 @@ def build_embedder_loop(settings: Settings, engine: Engine, *, trials: int = 1, 
                         seed=t.seed, trials=trials, feedback=feedback,
                         canary=settings.models.canary_share > 0 if canary is None else canary,
                         chunk_max_tokens=settings.chunking.max_tokens, chunk_overlap=settings.chunking.overlap)
-    emb = settings.embedder
-
-    def make_embedder(path):  # noqa: ANN001, ANN202 - None: the configured base model
-        return make_embedder_(emb.backend, path or emb.path, device=emb.device, batch_size=emb.batch_size,
-                              max_tokens=emb.max_tokens)
-
-    from core.index.embedders import bundled_minilm_path, make_embedder as make_embedder_
+    from core.index.embedders import bundled_minilm_path
 
     workdir = settings.data_dir / "training"
     workdir.mkdir(parents=True, exist_ok=True)
     return EmbedderLoop(engine, build_model_registry(settings), eval_engine_factory(settings),
-                        make_embedder=make_embedder, base_path=emb.path or bundled_minilm_path(),
+                        make_embedder=lambda path: build_embedder(settings, path),
+                        base_path=settings.embedder.path or bundled_minilm_path(),
                         ray=build_ray_config(settings), config=config, workdir=workdir)
 
 

@@ -160,11 +160,9 @@ def load_model(base: Path, config: AdapterConfig) -> tuple[Any, Any, bool]:
         raise BackendError("4-bit QLoRA training needs a CUDA GPU; none is available")
     kwargs: dict[str, Any] = {"local_files_only": True}
     if four_bit:
-        from transformers import BitsAndBytesConfig
+        from core.generate.transformers_backend import nf4_config
 
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16)
+        kwargs["quantization_config"] = nf4_config()
         kwargs["device_map"] = {"": torch.cuda.current_device()}  # a Ray worker's own GPU
     elif cuda:
         kwargs["dtype"] = torch.bfloat16

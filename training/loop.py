@@ -10,6 +10,7 @@ registered for the record but never serves.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -79,6 +80,13 @@ class EmbedderLoop:
         self._ray = ray
         self._config = config
         self._workdir = workdir
+        self._base_embedder: Any = None
+
+    def _base(self) -> Any:
+        """The configured base model, loaded once per loop (its tokenizer cuts the data, it may be the champion)."""
+        if self._base_embedder is None:
+            self._base_embedder = self._make_embedder(None)
+        return self._base_embedder
 
     def _champion(self) -> tuple[str, Path]:
         from training.promotion import served_version
@@ -95,7 +103,7 @@ class EmbedderLoop:
         rated = self._engine.rated_answers() if self._config.feedback else []
         if data is None and not rated:
             raise InvalidRequest("nothing to train on: give --data, or wait for rated answers")
-        base = self._make_embedder(None)
+        base = self._base()
         window = base.max_tokens
         dataset = load_training_data(
             data, base.tokenizer(), min(window, self._config.chunk_max_tokens or window),
@@ -132,7 +140,7 @@ class EmbedderLoop:
                   "ray_workers": getattr(self._ray, "workers", None)}
         with self._registry.run(f"embedder-{time.strftime('%Y%m%d-%H%M%S')}", params=params,
                                 tags={"imp.model": EMBEDDER, "imp.dataset_digest": dataset.digest}) as run:
-            run.text(__import__("json").dumps(dataset.stats, indent=1, default=str), "dataset_stats.json")
+            run.text(json.dumps(dataset.stats, indent=1, default=str), "dataset_stats.json")
             out = Path(tempfile.mkdtemp(prefix="candidate-", dir=self._workdir))
             try:
                 t0 = time.perf_counter()
@@ -154,7 +162,8 @@ class EmbedderLoop:
 
                 t0 = time.perf_counter()
                 say("evaluating the champion and the candidate on the same evaluation set")
-                ours = evaluate(evalset, self._make_embedder(None if champion_version == BASE else champion_path),
+                champion = self._base() if champion_version == BASE else self._make_embedder(champion_path)
+                ours = evaluate(evalset, champion,
                                 self._make_engine, self._workdir / "eval-champion")
                 theirs = evaluate(evalset, self._make_embedder(trained.path), self._make_engine,
                                   self._workdir / "eval-candidate")

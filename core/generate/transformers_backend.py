@@ -33,6 +33,16 @@ def _fingerprint(path: Path) -> str:
     return h.hexdigest()[:12]
 
 
+def nf4_config() -> Any:
+    """4-bit NF4 with double quantisation and bfloat16 compute: how IMP loads an LLM in 4 bits,
+    for serving and for QLoRA training alike (bitsandbytes, CUDA only)."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
 class TransformersGenerator:
     """A causal LM loaded with transformers, optionally 4-bit and with a LoRA adapter."""
 
@@ -115,12 +125,7 @@ class TransformersGenerator:
         if self._4bit:
             if not torch.cuda.is_available():
                 raise BackendError("4-bit loading (IMP_LLM__LOAD_IN_4BIT) needs a CUDA GPU; none is available")
-            from transformers import BitsAndBytesConfig
-
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.bfloat16,
-            )
+            kwargs["quantization_config"] = nf4_config()
             kwargs["device_map"] = {"": 0}
         elif self._device.startswith("cuda"):
             kwargs["dtype"] = torch.bfloat16

@@ -75,7 +75,7 @@ def build_engine(settings: Settings, *, embedder: Embedder | None = None) -> Eng
         transcriber=transcriber, transcripts=transcripts,
         max_media_bytes=int(settings.speech.max_file_mb * 2**20),
         loader_timeout_s=settings.ingest.loader_timeout_s, loader_max_mb=settings.ingest.loader_max_mb,
-        loader_workers=settings.ingest.loader_workers, serving=serving,
+        loader_workers=settings.ingest.loader_workers, serving=serving, pdf_text=settings.ingest.pdf_text,
     )
     retriever = HybridRetriever(registry, None, keywords, None, candidates=settings.search.candidates,
                                 rrf_k=settings.search.rrf_k, serving=serving)

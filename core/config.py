@@ -57,6 +57,8 @@ class IngestSettings(BaseModel):
     loader_timeout_s: float = Field(default=300.0, gt=0)
     loader_max_mb: int = Field(default=2048, ge=256)
     loader_workers: int = Field(default=2, ge=0, le=64)
+    # What lays out PDF text: PDFium (fast) or pypdf (about 30x slower; the earlier default).
+    pdf_text: Literal["pdfium", "pypdf"] = "pdfium"
 
 
 class SpeechSettings(BaseModel):

@@ -105,10 +105,11 @@ class IngestPipeline:
                  transcriber: Transcriber | None = None, transcripts: TranscriptStore | None = None,
                  max_media_bytes: int = 4 << 30, loader_timeout_s: float = 300.0, loader_max_mb: int = 2048,
                  loader_workers: int = 2, loader_idle_s: float = 60.0, lease_ttl_s: float = 60.0,
-                 serving: ServingSet | None = None):
+                 serving: ServingSet | None = None, pdf_text: str = "pdfium"):
         """``loader_workers`` = 0 reads documents in this process, without the sandbox's limits;
         a loader process idle for ``loader_idle_s`` exits (the next document starts one).
-        ``serving``: the served collections to write to; without it, ``vectors`` alone."""
+        ``serving``: the served collections to write to; without it, ``vectors`` alone.
+        ``pdf_text``: what lays out PDF text, "pdfium" or "pypdf" (core.ingest.loaders.pdf)."""
         self._registry = registry
         if serving is None:
             if vectors is None:
@@ -128,6 +129,7 @@ class IngestPipeline:
         self._sandbox = (LoaderSandbox(timeout_s=loader_timeout_s, max_mb=loader_max_mb, workers=loader_workers,
                                        idle_s=loader_idle_s) if loader_workers > 0 else None)
         self._lease_ttl_s = lease_ttl_s
+        self._pdf_text = pdf_text
 
     def close(self) -> None:
         """End the loader processes (the next document starts them again)."""
@@ -151,9 +153,11 @@ class IngestPipeline:
         return f"{self._embedder.model_id}|{self.chunker.signature}|loaders:{LOADER_VERSION}"
 
     def _signature(self, kind: str | None) -> str:
-        """Recordings also depend on the speech model that transcribed them."""
+        """Recordings also depend on the speech model that transcribed them, PDFs on what laid out their text."""
         if kind in _MEDIA_KINDS and self._transcriber is not None:
             return f"{self.signature}|speech:{self._transcriber.model_id}"
+        if kind == "pdf":
+            return f"{self.signature}|pdf:{self._pdf_text}"
         return self.signature
 
     def ingest_many(self, paths: Iterable[Path], scope: str, on_result: Progress | None = None,
@@ -206,8 +210,8 @@ class IngestPipeline:
 
     def _load(self, path: Path, kind: str) -> LoadedDocument:
         if self._sandbox is None:
-            return load_file(path, max_chars=self._max_chars, kind=kind)
-        return self._sandbox.load(path, kind, self._max_chars)
+            return load_file(path, max_chars=self._max_chars, kind=kind, pdf_text=self._pdf_text)
+        return self._sandbox.load(path, kind, self._max_chars, self._pdf_text)
 
     def _check_size(self, size: int, kind: str) -> None:
         limit, setting = ((self._max_media_bytes, "IMP_SPEECH__MAX_FILE_MB") if kind == MEDIA

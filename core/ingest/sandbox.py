@@ -145,12 +145,12 @@ class LoaderSandbox:
         # A sandbox dropped without close() (or at interpreter exit) still ends its workers.
         self._finalizer = weakref.finalize(self, _stop_all, self._all)
 
-    def load(self, path: Path, kind: str, max_chars: int) -> LoadedDocument:
-        """``load_file(path, kind=kind, max_chars=max_chars)`` in a worker, within the limits."""
+    def load(self, path: Path, kind: str, max_chars: int, pdf_text: str = "pdfium") -> LoadedDocument:
+        """``load_file(path, kind=kind, max_chars=max_chars, pdf_text=pdf_text)`` in a worker, within the limits."""
         for _ in range(3):
             worker = self._acquire()
             try:
-                return self._run(worker, str(Path(path).absolute()), kind, max_chars)
+                return self._run(worker, str(Path(path).absolute()), kind, max_chars, pdf_text)
             except _Retired:
                 continue
             finally:
@@ -162,12 +162,12 @@ class LoaderSandbox:
         with self._cond:
             return sorted(w.proc.pid for w in self._all if w.proc.poll() is None)
 
-    def _run(self, worker: _Worker, path: str, kind: str, max_chars: int) -> LoadedDocument:
+    def _run(self, worker: _Worker, path: str, kind: str, max_chars: int, pdf_text: str) -> LoadedDocument:
         if not worker.ready:
             self._wait_ready(worker)
         started = time.monotonic()
         try:
-            worker.send.send_bytes(_encode([path, kind, max_chars]))
+            worker.send.send_bytes(_encode([path, kind, max_chars, pdf_text]))
             if not worker.recv.poll(self._timeout_s):
                 worker.broken = True
                 raise DocumentTooLarge(f"reading the file took longer than {self._timeout_s:g} s, "
@@ -289,11 +289,11 @@ def _serve(max_bytes: int, idle_s: float) -> None:
         try:
             if not requests.poll(idle_s):
                 os._exit(_IDLE_EXIT)
-            path, kind, max_chars = json.loads(requests.recv_bytes())
+            path, kind, max_chars, pdf_text = json.loads(requests.recv_bytes())
         except EOFError:
             return
         try:
-            loaded = load_file(Path(path), max_chars=max_chars, kind=kind)
+            loaded = load_file(Path(path), max_chars=max_chars, kind=kind, pdf_text=pdf_text)
             answer: list = ["ok", {"kind": loaded.kind, "title": loaded.title,
                                    "segments": [[getattr(seg, f) for f in _SEGMENT_FIELDS] for seg in loaded.segments]}]
         except MemoryError:

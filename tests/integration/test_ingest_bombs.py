@@ -327,6 +327,17 @@ def test_a_pdf_whose_content_stream_is_a_flate_bomb_is_refused(engine, tmp_path)
     assert engine.search("quarterly numbers", k=3, mode="keyword") == []
 
 
+def test_a_pdf_whose_pages_share_one_big_content_stream_is_refused_before_any_layout(engine, tmp_path):
+    # 9 MB on each of 200 pages: 1.8 GB of content to lay out, from a 50 kB file.
+    shared = pdf_flate_bomb(tmp_path / "shared.pdf", 9 * MB, pages=200)
+    assert shared.stat().st_size < MB
+
+    result = _ingest_one(engine, shared, bound_s=20)
+
+    assert result.status == IngestStatus.FAILED and result.error_code == "too_large"
+    assert "decompression bomb" in result.error and "1024 MB" in result.error
+
+
 def test_pdf_reading_stops_at_the_page_where_text_passes_the_limit(settings, embedder, tmp_path):
     pages = [pdf_text(f"Page {n} of the long report about turbines and blades " * 3) for n in range(1, 401)]
     long_pdf = tmp_path / "long.pdf"
@@ -370,8 +381,9 @@ def _note(folder: Path) -> Path:
 
 
 def test_a_loader_past_the_time_limit_is_killed_and_the_next_document_is_read(make_pipeline, tmp_path):
-    # 200 pages sharing a content stream just inside pypdf's limits: seconds of parsing per page.
-    slow = pdf_flate_bomb(tmp_path / "slow.pdf", 9 * MB, pages=200)
+    # 200 pages sharing a 4 MB content stream, inside the content bounds (800 MB in all): 0.1-0.3 s of
+    # layout per page, about a minute in all.
+    slow = pdf_flate_bomb(tmp_path / "slow.pdf", 4 * MB, pages=200)
     pipeline = make_pipeline(loader_timeout_s=1, loader_workers=1)
 
     started = time.monotonic()

@@ -150,14 +150,39 @@ def test_missing_file_is_not_found(tmp_path):
 # --- PDF ------------------------------------------------------------------------
 
 
-def test_pdf_segments_carry_their_page_number_and_title(tmp_path):
-    doc = load_file(write(tmp_path, "q1.pdf", two_page_pdf()))
+@pytest.mark.parametrize("engine", ["pdfium", "pypdf"])
+def test_pdf_segments_carry_their_page_number_and_title(tmp_path, engine):
+    doc = load_file(write(tmp_path, "q1.pdf", two_page_pdf()), pdf_text=engine)
     assert doc.kind == "pdf"
     assert doc.title == "Quarterly Report"
     assert [(s.page, s.text) for s in doc.segments] == [
         (1, "Revenue grew 12 percent in the first quarter."),
         (2, "Operating costs fell on page two."),
     ]
+
+
+def test_pdf_pages_after_a_blank_page_keep_their_numbers(tmp_path):
+    path = write(tmp_path, "gap.pdf", pdf_bytes(["Cover letter.", "", "", "Results are on page four."]))
+    assert [(s.page, s.text) for s in load_file(path).segments] == [
+        (1, "Cover letter."), (4, "Results are on page four.")]
+
+
+def test_pdf_paragraphs_are_found_from_the_layout(tmp_path):
+    pdf = FPDF()
+    pdf.set_font("Helvetica", size=11)
+    pdf.add_page()
+    first = ("The board approved the budget for the coming year after a long discussion of costs and of the "
+             "new plant, which opens in the spring and employs three hundred people.")
+    pdf.multi_cell(0, 6, first)  # wraps over two lines, single-spaced
+    pdf.ln(8)  # a blank line's worth of space: a new paragraph
+    pdf.multi_cell(0, 6, "Dividends stay at 40 cents a share.")
+    doc = load_file(write(tmp_path, "minutes.pdf", bytes(pdf.output())))
+    assert [(s.page, s.text) for s in doc.segments] == [(1, first), (1, "Dividends stay at 40 cents a share.")]
+
+
+def test_pdf_text_engine_must_be_known(tmp_path):
+    with pytest.raises(ValueError, match="pdfium, pypdf"):
+        load_file(write(tmp_path, "q1.pdf", two_page_pdf()), pdf_text="ocr")
 
 
 def test_password_protected_pdf_is_refused_with_a_reason(tmp_path):

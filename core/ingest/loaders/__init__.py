@@ -77,8 +77,11 @@ def _logical_lines(document: LoadedDocument) -> LoadedDocument:
     return replace(document, segments=segments)
 
 
-def load_file(path: Path, *, max_chars: int = DEFAULT_MAX_CHARS, kind: str | None = None) -> LoadedDocument:
-    """Extract ``path``'s segments (its format detected unless ``kind`` is given), enforcing ``max_chars``."""
+def load_file(path: Path, *, max_chars: int = DEFAULT_MAX_CHARS, kind: str | None = None,
+              pdf_text: str = "pdfium") -> LoadedDocument:
+    """Extract ``path``'s segments (its format detected unless ``kind`` is given), enforcing ``max_chars``.
+
+    ``pdf_text``: what lays out a PDF's text, "pdfium" or "pypdf" (core.ingest.loaders.pdf)."""
     path = Path(path)
     kind = kind or detect_kind(path)
     if kind == MEDIA:
@@ -92,7 +95,8 @@ def load_file(path: Path, *, max_chars: int = DEFAULT_MAX_CHARS, kind: str | Non
             )
     module, function = _LOADERS[kind]
     loader = getattr(importlib.import_module(f"{__name__}.{module}"), function.rstrip("*"))
-    raw = loader(path, max_chars=max_chars) if function.endswith("*") else loader(path)
+    options = {"text": pdf_text} if kind == "pdf" else {}
+    raw = loader(path, max_chars=max_chars, **options) if function.endswith("*") else loader(path)
     document = _logical_lines(raw)
     total = sum(len(segment.text) for segment in document.segments)
     if total > max_chars:

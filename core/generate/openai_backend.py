@@ -2,13 +2,18 @@
 
 Requests time out, and transient failures (connection errors, 429, 5xx) are
 retried a bounded number of times with backoff, honouring Retry-After. A stream
-is retried only until its first token arrives.
+is retried only until its first token arrives. A reply that times out while the
+server is generating is not retried: the server is busy, and asking again only
+queues the same work behind it. A stream that ends without its end mark (the
+server died or a proxy cut it) or carries an error event is an error, never a
+silently shortened answer.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 
 import httpx
@@ -22,6 +27,8 @@ log = logging.getLogger(__name__)
 
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 _MAX_WAIT_S = 30.0
+# llama.cpp: exceed_context_size_error; vLLM and OpenAI: "maximum context length"
+_CONTEXT_FULL = re.compile(r"exceed_context_size|context length|context size|context window", re.IGNORECASE)
 
 
 class _Transient(Exception):
@@ -35,6 +42,12 @@ def _wait(state: RetryCallState) -> float:
     if isinstance(exc, _Transient) and exc.retry_after is not None:
         return min(exc.retry_after, _MAX_WAIT_S)
     return min(0.5 * 2 ** (state.attempt_number - 1), _MAX_WAIT_S)
+
+
+def _transient(e: BaseException) -> bool:
+    if isinstance(e, httpx.ReadTimeout | httpx.WriteTimeout):
+        return False
+    return isinstance(e, _Transient | httpx.TransportError)
 
 
 def _retry_after(resp: httpx.Response) -> float | None:
@@ -84,11 +97,14 @@ class OpenAIGenerator:
             raise _Transient(f"HTTP {resp.status_code}", _retry_after(resp))
         if resp.status_code >= 400:
             resp.read()
+            if resp.status_code == 400 and _CONTEXT_FULL.search(resp.text):
+                raise BackendError(f"the prompt does not fit the LLM server's context ({resp.text[:200]}); set "
+                                   "IMP_LLM__CONTEXT_TOKENS to the context the server was started with")
             raise BackendError(f"LLM server answered HTTP {resp.status_code}: {resp.text[:300]}")
 
     def _retrying(self, fn):
         return retry(
-            retry=retry_if_exception(lambda e: isinstance(e, _Transient | httpx.TransportError)),
+            retry=retry_if_exception(_transient),
             stop=stop_after_attempt(self._attempts), wait=_wait, reraise=True,
         )(fn)
 
@@ -97,10 +113,7 @@ class OpenAIGenerator:
             with httpx.Client(timeout=self._timeout) as client:
                 resp = client.post(self._url, json=self._body(messages, max_tokens, False), headers=self._headers())
                 self._check(resp)
-                try:
-                    return resp.json()["choices"][0]["message"]["content"] or ""
-                except (ValueError, KeyError, IndexError, TypeError) as e:
-                    raise BackendError(f"LLM server sent an unexpected reply: {resp.text[:300]}") from e
+                return _message(resp)
 
         return self._guard(call)
 
@@ -121,7 +134,11 @@ class OpenAIGenerator:
         try:
             resp = self._guard(open_stream)
             try:
-                yield from _sse_deltas(resp)
+                if resp.headers.get("content-type", "").startswith("application/json"):
+                    resp.read()  # a server that ignores "stream": the whole reply at once
+                    yield _message(resp)
+                else:
+                    yield from _sse_deltas(resp)
             finally:
                 resp.close()
         except httpx.HTTPError as e:
@@ -140,19 +157,76 @@ class OpenAIGenerator:
             raise BackendError(f"cannot reach LLM server at {self._url}: {e}") from e
 
 
-def _sse_deltas(resp: httpx.Response) -> Iterator[str]:
-    """Content deltas from an OpenAI-style Server-Sent Events stream."""
+def _message(resp: httpx.Response) -> str:
+    """The reply text of a non-streamed chat completion."""
+    try:
+        body = resp.json()
+        choice = body["choices"][0]
+        text = choice["message"]["content"] or ""
+        if not isinstance(text, str):
+            raise TypeError("content is not text")
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+        raise BackendError(f"LLM server sent an unexpected reply: {resp.text[:300]}") from e
+    _log_end(choice.get("finish_reason"), body.get("usage"))
+    return text
+
+
+def _log_end(finish: str | None, usage: dict | None) -> None:
+    if finish == "length":
+        log.info("the LLM reply was cut at max_tokens")
+    if isinstance(usage, dict):
+        log.debug("LLM usage: %s prompt + %s completion tokens", usage.get("prompt_tokens"),
+                  usage.get("completion_tokens"))
+
+
+def _sse_events(resp: httpx.Response) -> Iterator[tuple[str, str]]:
+    """(event type, data) per Server-Sent Event; data lines of one event are joined with newlines."""
+    kind, data = "message", []
     for line in resp.iter_lines():
-        if not line.startswith("data:"):
+        if not line:
+            if data:
+                yield kind, "\n".join(data)
+            kind, data = "message", []
             continue
-        data = line[5:].strip()
-        if data == "[DONE]":
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "data":
+            data.append(value)
+        elif field == "event":
+            kind = value.strip() or "message"
+        elif field == "error":  # llama.cpp writes a failure inside a stream as an "error:" line
+            yield "error", value
+    if data:
+        yield kind, "\n".join(data)
+
+
+def _sse_deltas(resp: httpx.Response) -> Iterator[str]:
+    """Content deltas from an OpenAI-style Server-Sent Events stream, checked to end properly."""
+    finish: str | None = None
+    usage = None
+    for kind, data in _sse_events(resp):
+        if data.strip() == "[DONE]":
+            _log_end(finish, usage)
             return
+        if kind == "error":
+            raise BackendError(f"LLM server failed mid-stream: {data[:300]}")
         try:
             event = json.loads(data)
         except ValueError as e:
             raise BackendError(f"LLM server sent a malformed stream event: {data[:200]}") from e
+        if not isinstance(event, dict) or not isinstance(event.get("choices", []), list):
+            raise BackendError(f"LLM server sent a malformed stream event: {data[:200]}")
+        if event.get("error"):
+            raise BackendError(f"LLM server failed mid-stream: {data[:300]}")
+        usage = event.get("usage") or usage
         for choice in event.get("choices") or []:
-            piece = (choice.get("delta") or {}).get("content")
-            if piece:
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
+            piece = delta.get("content") if isinstance(delta, dict) else None
+            if isinstance(piece, str) and piece:
                 yield piece
+            finish = choice.get("finish_reason") or finish
+    if finish is None:
+        raise BackendError("the LLM stream ended before the reply was complete")
+    _log_end(finish, usage)  # some servers end with a finish reason and no [DONE]

@@ -219,7 +219,8 @@ def build_slack(settings: Settings, engine: Engine, *, socket_mode: bool = False
 def build_transcriber(settings: Settings) -> Transcriber:
     sp = settings.speech
     config = SpeechConfig(backend=sp.backend, model_path=sp.model_path, device=sp.device,
-                          compute_type=sp.compute_type, language=sp.language, beam_size=sp.beam_size, vad=sp.vad)
+                          compute_type=sp.compute_type, language=sp.language, beam_size=sp.beam_size, vad=sp.vad,
+                          batch_size=sp.batch_size)
     return Transcriber(Media(max_duration_s=sp.max_hours * 3600), config, workers=sp.workers,
                        piece_seconds=sp.piece_seconds, diarize=sp.diarize, max_speakers=sp.max_speakers)
 

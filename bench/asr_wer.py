@@ -8,7 +8,10 @@ joined and scored against the reference with jiwer. Reported per file and pooled
 (total errors / total reference words over all files, so longer files weigh more).
 
 Backends: the embedded default (bundled Whisper tiny.en) at the default settings
-(beam_size=1) and with beam_size=5; Vosk only when ``--vosk-model PATH`` names an
+(beam_size=1, VAD-packed windows decoded in batches), the same with the sequential
+recogniser used before batching (batch_size=1), with beam_size=5, and plain
+faster-whisper on each file (``WhisperModel.transcribe(path, word_timestamps=True)``,
+its defaults: beam 5, no VAD, no IMP decoding or cutting); Vosk only when ``--vosk-model PATH`` names an
 English Vosk model folder (none ships: the Korean test model would say nothing about
 English WER, so it is not run).
 
@@ -31,11 +34,11 @@ from pathlib import Path
 import jiwer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, Stopwatch, header, quiet, table, write_result  # noqa: E402
+from common import ROOT, Stopwatch, header, quiet, table, write_result
 
-from core.ingest.media import Media  # noqa: E402
-from core.speech.base import SpeechConfig  # noqa: E402
-from core.speech.transcriber import Transcriber  # noqa: E402
+from core.ingest.media import Media
+from core.speech.base import SpeechConfig
+from core.speech.transcriber import Transcriber
 
 AUDIO = ROOT.parent / "shared" / "data" / "audio"
 
@@ -86,6 +89,28 @@ def run_config(name: str, config: SpeechConfig, refs: list[tuple[str, str]], fol
             "pooled": {"errors": errors, "ref_words": words, "wer": errors / words}}
 
 
+def run_plain(refs: list[tuple[str, str]], folder: Path) -> dict:
+    """Plain faster-whisper with its defaults on each file: the alternative to IMP's pipeline."""
+    from faster_whisper import WhisperModel
+
+    from core.speech.whisper_backend import bundled_whisper
+
+    with Stopwatch() as t_load:
+        model = WhisperModel(str(bundled_whisper()), device="cpu", compute_type="int8", local_files_only=True)
+    files = {}
+    for fname, ref in refs:
+        with Stopwatch() as t:
+            segments, _ = model.transcribe(str(folder / fname), word_timestamps=True)
+            hyp = " ".join(s.text.strip() for s in segments)
+        files[fname] = score(ref, hyp) | {"seconds": round(t.seconds, 2), "hypothesis": hyp, "reference": ref,
+                                          "has_digits": any(ch.isdigit() for ch in hyp)}
+        print(f"   plain faster-whisper: {fname}  WER {files[fname]['wer']:.3f}  ({t.seconds:.1f} s)", flush=True)
+    errors = sum(r["errors"] for r in files.values())
+    words = sum(r["ref_words"] for r in files.values())
+    return {"name": "plain f-w", "model": "faster-whisper defaults (beam 5, no VAD)", "load_s": round(t_load.seconds, 2),
+            "files": files, "pooled": {"errors": errors, "ref_words": words, "wer": errors / words}}
+
+
 def parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--audio", type=Path, default=AUDIO, help="folder with refs.tsv and the audio files")
@@ -103,11 +128,13 @@ def main() -> None:
           "pooled = total errors / total reference words\n", flush=True)
     configs = [
         ("whisper b1", SpeechConfig(backend="whisper", beam_size=1)),
+        ("b1 sequential", SpeechConfig(backend="whisper", beam_size=1, batch_size=1)),
         ("whisper b5", SpeechConfig(backend="whisper", beam_size=5)),
     ]
     if args.vosk_model:
         configs.append(("vosk", SpeechConfig(backend="vosk", model_path=args.vosk_model)))
     runs = [run_config(name, config, refs, args.audio) for name, config in configs]
+    runs.append(run_plain(refs, args.audio))
     print()
 
     names = [f for f, _ in refs]

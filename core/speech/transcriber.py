@@ -7,7 +7,10 @@ Short recordings run in this process, where the model stays loaded between calls
 
 Speakers: a recording whose channels carry different voices (a call recorded
 one side per channel) gets a speaker per channel. A mono recording is
-diarized by clustering voice embeddings of its segments, when enabled.
+diarized, when enabled: workers embed each segment's voice (long segments in
+overlapping stretches over their words), and once all pieces are back the
+embeddings of the whole recording are clustered together and segments are cut
+where the speaker changes (``core.speech.turns``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from core.ingest.media import Media, MediaInfo
 from core.models import SpeechSegment, Transcript
 from core.speech.base import SAMPLE_RATE, SpeechConfig, make_backend
 from core.speech.pieces import Piece, cut_at_silences
+from core.speech.turns import MIN_SPLIT_SECONDS, PieceVoices, VoiceWindow
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +44,16 @@ class PieceResult:
     index: int
     seconds: float
     segments: list[SpeechSegment]
-    embeddings: list[np.ndarray | None]
+    voices: PieceVoices
     language: str | None
 
 
 class PieceWorker:
     """A recogniser (and voice embedder) that turns pieces into segments."""
 
-    def __init__(self, config: SpeechConfig, diarize: bool):
+    def __init__(self, config: SpeechConfig, diarize: bool, split_turns: bool = True):
         self._backend = make_backend(config)
+        self._split_turns = split_turns
         self._embedder = None
         if diarize:
             from core.speech.diarize import SpeakerEmbedder
@@ -69,31 +74,62 @@ class PieceWorker:
         segments = list(self._backend.transcribe(piece.audio, piece.offset))
         if speaker is not None:
             segments = [replace(s, speaker=speaker) for s in segments]
-        embeddings: list[np.ndarray | None] = []
+        voices = PieceVoices()
         if self._embedder is not None and speaker is None:
-            for s in segments:
-                lo = max(0, int((s.start - piece.offset) * SAMPLE_RATE))
-                hi = int((s.end - piece.offset) * SAMPLE_RATE)
-                embeddings.append(self._embedder.embed(piece.audio[lo:hi]))
-        return PieceResult(piece.index, piece.seconds, segments, embeddings,
+            voices = self._voices(segments, piece)
+        return PieceResult(piece.index, piece.seconds, segments, voices,
                            getattr(self._backend, "language", None))
+
+    def _clip(self, piece: Piece, start: float, end: float) -> tuple[float, np.ndarray]:
+        lo = max(0, int((start - piece.offset) * SAMPLE_RATE))
+        hi = max(lo, int((end - piece.offset) * SAMPLE_RATE))
+        return piece.offset + lo / SAMPLE_RATE, piece.audio[lo:hi]
+
+    def _voices(self, segments: list[SpeechSegment], piece: Piece) -> PieceVoices:
+        """Stretches over the words of each long segment (where the speaker may change inside it); one
+        embedding of the middle of each other segment (and of every segment with splitting off)."""
+        assert self._embedder is not None
+        windows: list[VoiceWindow] = []
+        embeddings: list[np.ndarray | None] = []
+        for s in segments:
+            start, end = s.start, s.end
+            if s.words:
+                start, end = min(start, s.words[0].start), max(end, s.words[-1].end)
+            at, audio = self._clip(piece, start, end)
+            if self._split_turns and s.words and len(audio) >= MIN_SPLIT_SECONDS * SAMPLE_RATE:
+                spans = np.array([(w.start, w.end) for w in s.words])
+                mine = []
+                for a, b, e in self._embedder.embed_windows(audio):
+                    a, b = at + a, at + b
+                    # a stretch must hold words: pauses and noise are no one's voice
+                    if np.clip(np.minimum(spans[:, 1], b) - np.maximum(spans[:, 0], a), 0, None).sum() >= 0.5:
+                        mine.append(VoiceWindow(round(a, 3), round(b, 3), e))
+                if len(mine) >= 2:
+                    windows += mine
+                    embeddings.append(None)
+                    continue
+            embeddings.append(self._embedder.embed(self._clip(piece, s.start, s.end)[1]))
+        return PieceVoices(tuple(windows), tuple(embeddings))
 
 
 # One worker per pool process, built by the pool's initializer.
 _process_worker: PieceWorker | None = None
 
 
-def _init_process(config: SpeechConfig, diarize: bool) -> None:
+def _init_process(config: SpeechConfig, diarize: bool, split_turns: bool) -> None:
     """One thread per worker: the pool already fills the cores, and idle BLAS/OpenMP threads
     spinning beside the other workers' cost a quarter of the throughput (bench/asr_speed.py)."""
     global _process_worker
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = "1"  # read by libraries not yet loaded in this fresh process
-    import torch
     from threadpoolctl import threadpool_limits
 
-    torch.set_num_threads(1)
-    _process_worker = PieceWorker(config, diarize)
+    if diarize:
+        # Only the voice embedder needs torch; importing it costs each worker about 2 CPU-s.
+        import torch
+
+        torch.set_num_threads(1)
+    _process_worker = PieceWorker(config, diarize, split_turns)
     _process_worker.warm_up()
     threadpool_limits(1)  # and for those already loaded (numpy's BLAS)
 
@@ -106,19 +142,23 @@ def _run_in_process(piece: Piece, speaker: str | None) -> PieceResult:
 class Transcriber:
     """Turns an audio or video file into a Transcript."""
 
-    def __init__(self, media: Media, config: SpeechConfig, *, workers: int = 0, piece_seconds: float = 60.0,
-                 diarize: bool = True, max_speakers: int | None = None):
+    def __init__(self, media: Media, config: SpeechConfig, *, workers: int = 0, piece_seconds: float = 120.0,
+                 diarize: bool = True, max_speakers: int | None = None, split_turns: bool = True):
+        """``split_turns`` False labels each recogniser segment whole (one embedding of its middle 2 s),
+        as before segments were cut at changes of speaker; kept for bench/diarization.py's comparison."""
         self.media = media
         self._config = config
         self._workers = workers or os.cpu_count() or 1
         self._piece_seconds = piece_seconds
         self._diarize = diarize
         self._max_speakers = max_speakers
+        self._split_turns = split_turns
         self._inline: PieceWorker | None = None
 
     def _inline_worker(self) -> PieceWorker:
         if self._inline is None:
-            self._inline = PieceWorker(replace(self._config, threads=self._workers), self._diarize)
+            self._inline = PieceWorker(replace(self._config, threads=self._workers), self._diarize,
+                                       self._split_turns)
         return self._inline
 
     @property
@@ -165,10 +205,11 @@ class Transcriber:
             segments.sort(key=lambda s: (s.start, s.end))
             notes.append(f"one speaker per channel ({info.channels} channels)")
         elif self._diarize:
-            from core.speech.diarize import label_segments
+            from core.speech.turns import label_and_split
 
-            embeddings = [e for r in results for e in r.embeddings]
-            segments, count = label_segments(segments, embeddings, max_speakers=self._max_speakers)
+            embeddings = [e for r in results for e in r.voices.embeddings]
+            windows = [w for r in results for w in r.voices.windows]
+            segments, count = label_and_split(segments, embeddings, windows, max_speakers=self._max_speakers)
             how = "diarization"
             notes.append(f"{count} speaker(s) told apart by voice; their names are not known")
         else:
@@ -192,7 +233,7 @@ class Transcriber:
         context = multiprocessing.get_context("spawn")
         pending: deque[Future[PieceResult]] = deque()
         with ProcessPoolExecutor(self._workers, mp_context=context, initializer=_init_process,
-                                 initargs=(config, self._diarize)) as pool:
+                                 initargs=(config, self._diarize, self._split_turns)) as pool:
             try:
                 for piece in pieces:
                     pending.append(pool.submit(_run_in_process, piece, speaker))

@@ -5,6 +5,13 @@ package (MIT; converted from Systran/faster-whisper-tiny.en), read from the
 installed package folder without importing it. Any CTranslate2 Whisper folder
 works by path. int8 on CPU, float16 on CUDA; Silero voice-activity filtering
 (shipped inside faster-whisper) skips silence; word timestamps on.
+
+With ``batch_size`` above 1 (the default, 8) and VAD on, the voiced stretches of a piece
+are packed into full 30 s windows and decoded in batches (``whisper_batched``): each
+stretch of audio is encoded once, where the sequential path encodes the overlap of its
+windows again and pads a short last window to 30 s. ``batch_size`` 1 is the sequential
+path, which also decodes again at a higher temperature when a window's text looks like a
+failure (repeated or improbable); the batched path decodes once, greedily.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ class WhisperBackend:
         self._config = config
         self._path = Path(config.model_path) if config.model_path else None
         self._model = None
+        self._pipeline = None
         self._model_id: str | None = None
         self.language: str | None = config.language
 
@@ -66,8 +74,14 @@ class WhisperBackend:
             # The folder's name and weight size identify it without hashing 75 MB on every ingest.
             size = (self.path / "model.bin").stat().st_size if (self.path / "model.bin").exists() else 0
             self._model_id = (f"whisper:{self.path.name if self._config.model_path else 'tiny.en'}:{size}"
-                              f":{c.language or 'auto'}:b{c.beam_size}:{'vad' if c.vad else 'novad'}")
+                              f":{c.language or 'auto'}:b{c.beam_size}:{'vad' if c.vad else 'novad'}"
+                              + (f":batch{c.batch_size}" if self.batched else ""))
         return self._model_id
+
+    @property
+    def batched(self) -> bool:
+        # Batches are made of the windows VAD packs; without VAD there is nothing to pack.
+        return self._config.batch_size > 1 and self._config.vad
 
     def warm_up(self) -> None:
         if self._model is not None:
@@ -82,6 +96,10 @@ class WhisperBackend:
                 str(self.path), device=self._config.device, compute_type=self.compute_type,
                 cpu_threads=self._config.threads, num_workers=1, local_files_only=True,
             )
+            if self.batched:
+                from core.speech.whisper_batched import ResumingPipeline
+
+                self._pipeline = ResumingPipeline(self._model)
         except (RuntimeError, ValueError, OSError) as e:
             raise BackendError(f"cannot load the Whisper model at {self.path}: {e}") from e
         log.info("loaded Whisper from %s (%s, %s)", self.path, self._config.device, self.compute_type)
@@ -92,11 +110,17 @@ class WhisperBackend:
             return
         c = self._config
         try:
-            segments, info = self._model.transcribe(
-                np.ascontiguousarray(audio, dtype=np.float32),
-                language=c.language, beam_size=c.beam_size, vad_filter=c.vad,
-                word_timestamps=c.word_timestamps, condition_on_previous_text=False,
-            )
+            samples = np.ascontiguousarray(audio, dtype=np.float32)
+            if self._pipeline is not None:
+                segments, info = self._pipeline.transcribe(
+                    samples, language=c.language, beam_size=c.beam_size, batch_size=c.batch_size,
+                    word_timestamps=c.word_timestamps, without_timestamps=False,
+                )
+            else:
+                segments, info = self._model.transcribe(
+                    samples, language=c.language, beam_size=c.beam_size, vad_filter=c.vad,
+                    word_timestamps=c.word_timestamps, condition_on_previous_text=False,
+                )
             self.language = info.language
             for s in segments:
                 text = s.text.strip()

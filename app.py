@@ -33,7 +33,9 @@ from core.generate.minutes.base import MinutesDrafter  # noqa: E402
 from core.index.embedders import Embedder, make_embedder  # noqa: E402
 from core.index.hybrid import HybridRetriever  # noqa: E402
 from core.index.keyword import KeywordIndex  # noqa: E402
-from core.index.serving import ChromaCollection, Served, ServingFactory, ServingSet, collection_name, slug  # noqa: E402
+from core.index.serving import (  # noqa: E402
+    ChromaCollection, Served, ServingFactory, ServingSet, collection_name, scope_lookup, slug,
+)
 from core.ingest.media import Media  # noqa: E402
 from core.ingest.pipeline import IngestPipeline  # noqa: E402
 from core.speech.base import SpeechConfig  # noqa: E402
@@ -52,7 +54,8 @@ def build_embedder(settings: Settings, path: Path | None = None) -> Embedder:
     emb = settings.embedder
     backend = "sentence-transformers" if path is not None and (path / "modules.json").is_file() else emb.backend
     return make_embedder(backend, path or emb.path, device=emb.device, batch_size=emb.batch_size,
-                         max_tokens=emb.max_tokens)
+                         max_tokens=emb.max_tokens, quantize=emb.quantize, query_threads=emb.query_threads,
+                         cache=emb.query_cache)
 
 
 def build_engine(settings: Settings, *, embedder: Embedder | None = None) -> Engine:
@@ -105,8 +108,8 @@ def build_serving(settings: Settings, registry: DocumentRegistry, served: Served
 
     def store(name: str) -> ChromaCollection:
         if settings.chroma.url:
-            return ChromaCollection(name, url=settings.chroma.url)
-        return ChromaCollection(name, path=settings.data_dir / "chroma")
+            return ChromaCollection(name, url=settings.chroma.url, scope_of=scope_lookup(registry))
+        return ChromaCollection(name, path=settings.data_dir / "chroma", scope_of=scope_lookup(registry))
 
     # One collection per embedding model: vectors of different models never mix.
     base_collection = collection_name(settings.chroma.collection, embedder.model_id, BASE)

@@ -27,6 +27,12 @@ class EmbedderSettings(BaseModel):
     max_tokens: int | None = Field(default=None, ge=16)
     batch_size: int = Field(default=32, ge=1)
     device: str = "cpu"
+    # int8: dynamically quantized Linear layers (CPU only; its vectors get a collection of their own).
+    quantize: Literal["none", "int8"] = "none"
+    # Torch threads for one search query (0: torch's default, all cores); batches keep the default.
+    query_threads: int = Field(default=1, ge=0, le=256)
+    # Recent single texts (search queries) whose vectors are kept; 0: none.
+    query_cache: int = Field(default=1024, ge=0, le=1_000_000)
 
 
 class ChunkSettings(BaseModel):

@@ -2,6 +2,15 @@
 
 Both backends load from a local folder only (no model hub). Construction is
 cheap; the model loads on ``warm_up()`` or first use.
+
+Options for the CPU, measured in bench/search_latency.py and bench/query_path_checks.py:
+``quantize="int8"`` replaces every Linear layer by a dynamically quantized one
+(torch's int8 kernels); it changes the vectors, so its model id differs and its
+vectors go to a collection of their own. ``query_threads`` runs a single text (a
+search query) on that many torch threads, in the calling thread only: queries
+served side by side then share the cores instead of fighting for them, while
+batches (ingestion) keep torch's default. ``cache`` keeps the vectors of that many
+recent single texts, so a question asked again skips the model.
 """
 
 from __future__ import annotations
@@ -9,6 +18,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -63,22 +75,98 @@ def _check_folder(path: Path) -> None:
         raise BackendError(f"embedding model folder not found: {path}")
 
 
+QUANTIZE = ("none", "int8")
+
+
+def _check_quantize(quantize: str, device: str) -> None:
+    if quantize not in QUANTIZE:
+        raise BackendError(f"unknown embedder quantization {quantize!r} (none or int8)")
+    if quantize != "none" and device != "cpu":
+        raise BackendError("int8 embedder quantization runs on the CPU only; set IMP_EMBEDDER__QUANTIZE=none")
+
+
+def _quantize(model: Any, quantize: str) -> Any:
+    """The model with int8 dynamically quantized Linear layers (CPU only), or as it is."""
+    if quantize == "none":
+        return model
+    import warnings
+
+    import torch
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        # torch 2.13 announces the end of its quantized tensors (pytorch#184982); they work here until then.
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+@contextmanager
+def _torch_threads(n: int):
+    """Run the block on ``n`` torch threads in this thread only (OpenMP's setting is per thread)."""
+    if n <= 0:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    if before == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class _QueryCache:
+    """The vectors of the most recent single texts, bounded; thread-safe."""
+
+    def __init__(self, size: int):
+        self._size = size
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, text: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        if self._size <= 0:
+            return compute()
+        with self._lock:
+            hit = self._items.get(text)
+            if hit is not None:
+                self._items.move_to_end(text)
+                return hit.copy()
+        vec = compute()
+        with self._lock:
+            self._items[text] = vec.copy()
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return vec
+
+
+def _suffix(quantize: str) -> str:
+    return "" if quantize == "none" else f"+{quantize}"
+
+
 class SentenceTransformerEmbedder:
     """A sentence-transformers model folder (the default: bundled all-MiniLM-L6-v2)."""
 
     def __init__(self, path: Path | None = None, *, device: str = "cpu", batch_size: int = 32,
-                 max_tokens: int | None = None):
+                 max_tokens: int | None = None, quantize: str = "none", query_threads: int = 0, cache: int = 0):
+        _check_quantize(quantize, device)
         self._path = Path(path) if path else bundled_minilm_path()
         self._name = self._path.name if path else "all-MiniLM-L6-v2"
         self._device = device
         self._batch_size = batch_size
         self._max_tokens_cfg = max_tokens
+        self._quantize = quantize
+        self._query_threads = query_threads
+        self._cache = _QueryCache(cache)
         self._model: Any = None
         self._lock = threading.Lock()
 
     @cached_property
     def model_id(self) -> str:
-        return f"sentence-transformers:{_folder_id(self._path, self._name)}"
+        return f"sentence-transformers:{_folder_id(self._path, self._name)}{_suffix(self._quantize)}"
 
     def warm_up(self) -> None:
         if self._model is not None:
@@ -91,12 +179,16 @@ class SentenceTransformerEmbedder:
                 from sentence_transformers import SentenceTransformer
 
                 model = SentenceTransformer(str(self._path), device=self._device, local_files_only=True)
+                model = _quantize(model, self._quantize)
+            except BackendError:
+                raise
             except Exception as e:
                 raise BackendError(f"cannot load sentence-transformers model from {self._path}: {e}") from e
             if self._max_tokens_cfg:
                 model.max_seq_length = min(model.max_seq_length, self._max_tokens_cfg)
             self._model = model
-            log.info("embedder loaded from %s (window %d tokens)", self._path, model.max_seq_length)
+            log.info("embedder loaded from %s (window %d tokens, quantization %s)", self._path,
+                     model.max_seq_length, self._quantize)
 
     @property
     def max_tokens(self) -> int:
@@ -112,6 +204,15 @@ class SentenceTransformerEmbedder:
         self.warm_up()
         if not texts:
             return np.zeros((0, self._model.get_sentence_embedding_dimension()), dtype=np.float32)
+        if len(texts) == 1:
+            def one() -> np.ndarray:
+                with _torch_threads(self._query_threads):
+                    return self._encode(texts)
+
+            return self._cache.get(texts[0], one)
+        return self._encode(texts)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
         vecs = self._model.encode(
             texts, batch_size=self._batch_size, normalize_embeddings=True,
             convert_to_numpy=True, show_progress_bar=False,
@@ -122,11 +223,16 @@ class SentenceTransformerEmbedder:
 class LongformerEmbedder:
     """A Longformer (or any long-context encoder) folder: attention-masked mean pooling."""
 
-    def __init__(self, path: Path, *, device: str = "cpu", batch_size: int = 4, max_tokens: int | None = None):
+    def __init__(self, path: Path, *, device: str = "cpu", batch_size: int = 4, max_tokens: int | None = None,
+                 quantize: str = "none", query_threads: int = 0, cache: int = 0):
+        _check_quantize(quantize, device)
         self._path = Path(path)
         self._device = device
         self._batch_size = batch_size
         self._max_tokens_cfg = max_tokens
+        self._quantize = quantize
+        self._query_threads = query_threads
+        self._cache = _QueryCache(cache)
         self._model: Any = None
         self._tok: Any = None
         self._window = 0
@@ -134,7 +240,7 @@ class LongformerEmbedder:
 
     @cached_property
     def model_id(self) -> str:
-        return f"longformer:{_folder_id(self._path)}"
+        return f"longformer:{_folder_id(self._path)}{_suffix(self._quantize)}"
 
     def warm_up(self) -> None:
         if self._model is not None:
@@ -148,9 +254,12 @@ class LongformerEmbedder:
 
                 tok = AutoTokenizer.from_pretrained(str(self._path), local_files_only=True)
                 model = AutoModel.from_pretrained(str(self._path), local_files_only=True).to(self._device)
+                model.eval()
+                model = _quantize(model, self._quantize)
+            except BackendError:
+                raise
             except Exception as e:
                 raise BackendError(f"cannot load encoder model from {self._path}: {e}") from e
-            model.eval()
             # Longformer's position table has 2 padding slots beyond its window.
             positions = int(getattr(model.config, "max_position_embeddings", 4098))
             window = positions - 2 if model.config.model_type in {"longformer", "roberta"} else positions
@@ -171,6 +280,15 @@ class LongformerEmbedder:
 
     def embed(self, texts: list[str]) -> np.ndarray:
         self.warm_up()
+        if len(texts) == 1:
+            def one() -> np.ndarray:
+                with _torch_threads(self._query_threads):
+                    return self._encode(texts)
+
+            return self._cache.get(texts[0], one)
+        return self._encode(texts)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
         import torch
 
         out: list[np.ndarray] = []
@@ -191,12 +309,15 @@ class LongformerEmbedder:
 
 
 def make_embedder(backend: str, path: Path | None, *, device: str = "cpu", batch_size: int = 32,
-                  max_tokens: int | None = None) -> Embedder:
+                  max_tokens: int | None = None, quantize: str = "none", query_threads: int = 0,
+                  cache: int = 0) -> Embedder:
     """Map the configured backend name to an embedder."""
+    opts = {"device": device, "max_tokens": max_tokens, "quantize": quantize, "query_threads": query_threads,
+            "cache": cache}
     if backend == "sentence-transformers":
-        return SentenceTransformerEmbedder(path, device=device, batch_size=batch_size, max_tokens=max_tokens)
+        return SentenceTransformerEmbedder(path, batch_size=batch_size, **opts)
     if backend == "longformer":
         if path is None:
             raise BackendError("the longformer embedder needs IMP_EMBEDDER__PATH (a local model folder)")
-        return LongformerEmbedder(path, device=device, batch_size=min(batch_size, 8), max_tokens=max_tokens)
+        return LongformerEmbedder(path, batch_size=min(batch_size, 8), **opts)
     raise BackendError(f"unknown embedder backend {backend!r}")

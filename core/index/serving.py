@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 SyncProgress = Callable[[int, int], None]  # (chunks embedded, chunks to embed)
 _EMBED_BATCH = 256
-_PAGE = 5000
 
 
 def slug(model_id: str) -> str:
@@ -63,32 +62,17 @@ def collection_name(prefix: str, model_id: str, version: str) -> str:
 
 
 class ChromaCollection(ChromaVectorStore):
-    """A Chroma store that can also list its ids and delete by id, which a sync needs."""
+    """A served model's Chroma store; it lists its ids and deletes by id, which a sync needs."""
 
-    def ids(self) -> set[str]:
-        found: set[str] = set()
-        try:
-            coll = self._coll()
-            offset = 0
-            while True:
-                page = coll.get(include=[], limit=_PAGE, offset=offset)["ids"]
-                found.update(page)
-                if len(page) < _PAGE:
-                    return found
-                offset += _PAGE
-        except BackendError:
-            raise
-        except Exception as e:
-            log.error("Chroma listing of %r failed: %s", self._name, e)
-            raise BackendError("the vector store (Chroma) failed to read") from e
 
-    def delete_ids(self, ids: list[str]) -> None:
-        try:
-            for i in range(0, len(ids), _PAGE):
-                self._coll().delete(ids=ids[i : i + _PAGE])
-        except Exception as e:
-            log.error("Chroma delete in %r failed: %s", self._name, e)
-            raise BackendError("the vector store (Chroma) failed to delete") from e
+def scope_lookup(registry: DocumentRegistry) -> Callable[[str], str | None]:
+    """A document's scope as the registry records it (a document id belongs to one scope for good)."""
+
+    def scope_of(doc_id: str) -> str | None:
+        record = registry.find(doc_id)
+        return record.scope if record else None
+
+    return scope_of
 
 
 @dataclass(frozen=True, slots=True)

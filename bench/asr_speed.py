@@ -325,7 +325,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--backend", choices=["whisper", "vosk"], default="whisper")
     ap.add_argument("--model-path", type=Path, default=None, help="model folder (whisper: default bundled tiny.en)")
     ap.add_argument("--beam-size", type=int, default=1)
-    ap.add_argument("--piece-seconds", type=float, default=120.0)
+    ap.add_argument("--piece-seconds", type=float, default=60.0)
     ap.add_argument("--batch-size", type=int, default=SpeechConfig().batch_size,
                     help="whisper windows decoded together (1 = sequential, as before batching)")
     ap.add_argument("--dense", action="store_true", help="the files back to back without pauses, whole rounds")
@@ -395,7 +395,7 @@ def suite(a: argparse.Namespace) -> None:
     runs = []
     for audio in audios:
         runs.append([*audio, "--plain"])
-        for batch in ("1", str(SpeechConfig().batch_size)):
+        for batch in ("1", "8"):  # sequential (the default) and batched (IMP_SPEECH__BATCH_SIZE=8)
             for diarize in ("--no-diarize", "--diarize"):
                 runs.append([*audio, "--batch-size", batch, diarize])
     records = []

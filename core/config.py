@@ -78,9 +78,10 @@ class SpeechSettings(BaseModel):
     beam_size: int = Field(default=1, ge=1, le=10)
     vad: bool = True  # whisper: skip silence with the Silero VAD shipped in faster-whisper
     workers: int = Field(default=0, ge=0, le=64)  # recogniser processes; 0: one per core
-    # Recordings are cut at silences near this; 120 s: 4 packed 30 s windows a batch (bench/asr_speed.py).
-    piece_seconds: float = Field(default=120.0, ge=10.0, le=600.0)
-    batch_size: int = Field(default=8, ge=1, le=64)  # whisper: windows decoded together; 1: sequential
+    # Recordings are cut at silences near this (with batch_size 8, 120 s: 4 packed 30 s windows a batch).
+    piece_seconds: float = Field(default=60.0, ge=10.0, le=600.0)
+    # whisper: 1 = sequential windows (the default: see core/speech/whisper_backend.py); above 1, batched.
+    batch_size: int = Field(default=1, ge=1, le=64)
     diarize: bool = True  # tell speakers apart by voice in mono recordings
     max_speakers: int | None = Field(default=None, ge=1, le=50)
     max_hours: float = Field(default=8.0, gt=0)

@@ -53,7 +53,7 @@ class SpeechConfig:
     beam_size: int = 1
     vad: bool = True
     word_timestamps: bool = True
-    batch_size: int = 8  # whisper: VAD-packed 30 s windows decoded together; 1: sequential windows
+    batch_size: int = 1  # whisper: 1 sequential windows; above 1, VAD-packed 30 s windows decoded together
     threads: int = 1  # CPU threads inside one recogniser
 
 

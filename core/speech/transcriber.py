@@ -142,7 +142,7 @@ def _run_in_process(piece: Piece, speaker: str | None) -> PieceResult:
 class Transcriber:
     """Turns an audio or video file into a Transcript."""
 
-    def __init__(self, media: Media, config: SpeechConfig, *, workers: int = 0, piece_seconds: float = 120.0,
+    def __init__(self, media: Media, config: SpeechConfig, *, workers: int = 0, piece_seconds: float = 60.0,
                  diarize: bool = True, max_speakers: int | None = None, split_turns: bool = True):
         """``split_turns`` False labels each recogniser segment whole (one embedding of its middle 2 s),
         as before segments were cut at changes of speaker; kept for bench/diarization.py's comparison."""

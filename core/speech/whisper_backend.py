@@ -6,12 +6,14 @@ installed package folder without importing it. Any CTranslate2 Whisper folder
 works by path. int8 on CPU, float16 on CUDA; Silero voice-activity filtering
 (shipped inside faster-whisper) skips silence; word timestamps on.
 
-With ``batch_size`` above 1 (the default, 8) and VAD on, the voiced stretches of a piece
-are packed into full 30 s windows and decoded in batches (``whisper_batched``): each
-stretch of audio is encoded once, where the sequential path encodes the overlap of its
-windows again and pads a short last window to 30 s. ``batch_size`` 1 is the sequential
-path, which also decodes again at a higher temperature when a window's text looks like a
-failure (repeated or improbable); the batched path decodes once, greedily.
+``batch_size`` 1 (the default) is faster-whisper's sequential path: a window ends at the
+last finished sentence and the next starts there, and a window whose text looks like a
+failure (repeated or improbable) is decoded again at a higher temperature. With
+``batch_size`` above 1 and VAD on, the voiced stretches of a piece are packed into full
+30 s windows and decoded in batches (``whisper_batched``): about a third less CPU on the
+benchmark's speech, but a window ends wherever 30 s of voice is reached, so a short phrase
+after a pause can be cut off from what follows it and misheard (the sample stand-up's
+"Decision, we keep..." became "Association. We keep..."); hence not the default.
 """
 
 from __future__ import annotations

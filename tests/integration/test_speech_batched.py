@@ -43,7 +43,7 @@ def rounds() -> tuple[np.ndarray, list[tuple[str, float, float]]]:
 
 @pytest.fixture(scope="module")
 def batched() -> WhisperBackend:
-    backend = WhisperBackend(SpeechConfig(threads=2))
+    backend = WhisperBackend(SpeechConfig(threads=2, batch_size=8))  # opt-in (IMP_SPEECH__BATCH_SIZE)
     backend.warm_up()
     return backend
 

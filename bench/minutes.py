@@ -9,7 +9,10 @@ extractive one as its fallback). Measured, per dataset:
   QMSum val, the meeting's general ("Summarize the whole meeting") query answer; AMI,
   the human abstract; ELITR dev, each human minutes of the meeting (max and mean over
   them). ELITR also: ROUGE of the whole minutes as Markdown against the human minutes.
-  Baseline: the transcript's first words, as many as the summary has ("lead").
+  Baselines, each exactly as many words as the meeting's summary and cleaned of fillers and
+  markup the same way (``textutil.clean``): "lead", the transcript's first words; "longest
+  turns", the longest turns in meeting order; "random", random sentences of at least 6 words
+  in meeting order (mean of 5 seeded draws).
 - Answerable from minutes (ELITR QA): an answer counts when at least 60% of its content
   words (lower-case, stopwords removed, Porter-stemmed) occur in the minutes' Markdown;
   the same measure against the full transcript is the ceiling, and against the transcript's
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 from dataclasses import replace
@@ -41,9 +45,13 @@ from common import DATA, RESULTS, Contention, Stopwatch, header, percentile, qui
 from core.generate.minutes.base import check_evidence  # noqa: E402
 from core.generate.minutes.inputs import meeting_from_text  # noqa: E402
 from core.generate.minutes.render import to_markdown  # noqa: E402
+from core.generate.validation import split_sentences  # noqa: E402
 from core.models import Meeting, Minutes, Turn  # noqa: E402
+from core.textutil import clean  # noqa: E402
 
 ROUGE = ("rouge1", "rouge2", "rougeL")
+OUTPUTS = {"summary": "IMP summary", "longest_turns": "longest turns", "lead": "lead (first words)",
+           "random": "random sentences"}
 ANSWER_COVERAGE = 0.6  # share of an answer's content words that must occur in the text
 HOUR_WORDS = 9_000  # ~1 hour of speech at ~150 words per minute
 # Published anchors: QMSum test set, all queries (Zhong et al., NAACL 2021, Table 4).
@@ -125,6 +133,48 @@ def lead(meeting: Meeting, n: int) -> str:
     return " ".join(" ".join(t.text for t in meeting.turns).split()[:n])
 
 
+def _first_words(texts: list[str], n: int) -> str:
+    return " ".join(" ".join(texts).split()[:n])
+
+
+def lead_clean(meeting: Meeting, n: int) -> str:
+    """The first ``n`` words of the transcript, cleaned as the summary is."""
+    return _first_words([clean(t.text, lead=False) for t in meeting.turns], n)
+
+
+def longest_turns(meeting: Meeting, n: int) -> str:
+    """The longest turns (cleaned), in meeting order, cut at ``n`` words."""
+    texts = [clean(t.text, lead=False) for t in meeting.turns]
+    picked, total = [], 0
+    for i in sorted(range(len(texts)), key=lambda i: -len(texts[i].split())):
+        if total >= n:
+            break
+        picked.append(i)
+        total += len(texts[i].split())
+    return _first_words([texts[i] for i in sorted(picked)], n)
+
+
+def random_sentences(meeting: Meeting, n: int, seed: int) -> str:
+    """Random cleaned sentences of at least 6 words, in meeting order, cut at ``n`` words."""
+    pool = [c for t in meeting.turns for s in split_sentences(t.text) if len((c := clean(s)).split()) >= 6]
+    order = random.Random(seed).sample(range(len(pool)), len(pool))
+    picked, total = [], 0
+    for i in order:
+        if total >= n:
+            break
+        picked.append(i)
+        total += len(pool[i].split())
+    return _first_words([pool[i] for i in sorted(picked)], n)
+
+
+def baselines(scorer, refs: list[str], meeting: Meeting, n: int) -> dict:
+    """ROUGE of the length-matched baselines; random is the mean of 5 draws."""
+    draws = [rouge(scorer, refs, random_sentences(meeting, n, seed)) for seed in range(5)]
+    return {"lead": rouge(scorer, refs, lead_clean(meeting, n)),
+            "longest_turns": rouge(scorer, refs, longest_turns(meeting, n)),
+            "random": {k: round(sum(d[k] for d in draws) / len(draws), 2) for k in draws[0]}}
+
+
 def build_drafter(args):
     from core.generate.minutes.extractive import ExtractiveMinutes
     from core.index.embedders import make_embedder
@@ -161,7 +211,7 @@ def run_dataset(name: str, cases: list[dict], drafter, scorer) -> dict:
                    "summary_words": len(m.summary.split()), "decisions": len(m.decisions),
                    "action_items": len(m.action_items), "open_questions": len(m.open_questions),
                    "items": items, "items_valid": valid, "summary": rouge(scorer, c["refs"], m.summary),
-                   "lead": rouge(scorer, c["refs"], lead(meeting, len(m.summary.split())))}
+                   **baselines(scorer, c["refs"], meeting, len(m.summary.split()))}
             if "qa" in c:
                 md = to_markdown(m)
                 row["markdown"] = rouge(scorer, c["refs"], md)
@@ -185,7 +235,7 @@ def aggregate(rows: list[dict]) -> dict:
     mean = lambda xs: round(sum(xs) / len(xs), 3) if xs else float("nan")  # noqa: E731
     secs = [r["seconds"] for r in rows]
     items = sum(r["items"] for r in rows)
-    out = {"n": n, **{t: {k: mean([r[t][k] for r in rows]) for k in rows[0][t]} for t in ("summary", "lead")},
+    out = {"n": n, **{t: {k: mean([r[t][k] for r in rows]) for k in rows[0][t]} for t in OUTPUTS},
            "items": items, "evidence_valid": round(sum(r["items_valid"] for r in rows) / items, 4) if items else None,
            "per_meeting": {k: mean([r[k] for r in rows]) for k in
                            ("decisions", "action_items", "open_questions", "summary_words", "words", "turns")},
@@ -229,11 +279,10 @@ def report(results: dict, long: dict | None) -> None:
     rows = []
     for name, r in results.items():
         split = "dev, max over refs" if name == "elitr" else "val"
-        rows += [[f"{name} ({split}): minutes summary", r["n"], *f(r["summary"])],
-                 [f"{name} ({split}): lead baseline", r["n"], *f(r["lead"])]]
+        rows += [[f"{name} ({split}): {label}", r["n"], *f(r[key])] for key, label in OUTPUTS.items()]
         if name == "qmsum":
             rows += [[a, "", f"{r1:.1f}", f"{r2:.1f}", f"{rl:.1f}"] for a, r1, r2, rl in ANCHORS]
-    table("summary ROUGE F1 ×100 (stemmed); lead baseline = the transcript's first words, as many as the summary has",
+    table("summary ROUGE F1 ×100 (stemmed); every baseline has as many words as the meeting's summary",
           ["dataset", "meetings", "R-1", "R-2", "R-L"], rows)
     if "elitr" in results:
         e = results["elitr"]

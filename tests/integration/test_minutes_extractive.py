@@ -153,6 +153,68 @@ def test_small_and_empty_meetings(drafter):
     assert_sound(tiny, minutes)
 
 
+# A longer meeting: three topics of substantive statements, small talk and backchannels between them,
+# and one statement said three times.
+TOPICS = {
+    "battery": ["The new lithium cells kept ninety percent of their capacity in the cold chamber tests.",
+                "Charging the pack to eighty percent takes about forty minutes with the current charger.",
+                "The supplier quoted twelve percent less per cell if we order five thousand cells.",
+                "The battery housing needs two more screws so that the pack survives the drop test.",
+                "Thermal sensors on every second cell would warn the firmware before the pack overheats.",
+                "The pilot vehicles will run on the new cells from March until the end of June."],
+    "launch": ["The launch campaign needs a landing page, a product video and a press release.",
+               "The video agency wants the final script and the product photos by the end of the month.",
+               "Paid social media ads would cost about eight thousand euros over the first quarter.",
+               "The press release should quote the pilot customer and the results of the cold tests.",
+               "The landing page designer needs the brand colours, the logo files and the price list.",
+               "The trade fair booth in June will show the pilot vehicle and the charging station."],
+    "hiring": ["Two firmware engineers start in April and will work on the charger protocol first.",
+               "The recruiting agency charges one fifth of the first annual salary for each hire.",
+               "New engineers spend their first week with the test team in the cold chamber lab.",
+               "The team lead will interview the three remaining candidates for the data analyst role.",
+               "Remote work stays at two days a week for the engineering team after the move.",
+               "The new office has room for twelve more desks on the second floor next to the lab."],
+}
+
+
+def long_meeting() -> Meeting:
+    lines: list[tuple[str, str]] = []
+    repeated = "We ship the firmware update for the charging station on the fifteenth of May."
+    for n, sentences in enumerate(TOPICS.values()):
+        for i, sentence in enumerate(sentences):
+            lines += [("Anna" if i % 2 else "Ben", sentence), ("Chloe", "Yeah."), ("Ben", "Um, okay, mm-hmm.")]
+            if i == 2 and n < 3:
+                lines.append(("Anna", repeated))
+    return Meeting(turns=[Turn(i, who, text) for i, (who, text) in enumerate(lines, 1)])
+
+
+def test_summary_of_a_longer_meeting_is_substantive_and_says_nothing_twice(embedder):
+    meeting = long_meeting()
+    words = sum(len(t.text.split()) for t in meeting.turns)
+    minutes = ExtractiveMinutes(embedder, summary_words=30).draft(meeting)
+    assert_sound(meeting, minutes)
+    summary = split_sentences(minutes.summary)
+    statements = {s for group in TOPICS.values() for s in group} | {
+        "We ship the firmware update for the charging station on the fifteenth of May."}
+    assert summary and all(s in statements for s in summary), summary  # no "Yeah.", no "Um, okay"
+    assert len(summary) == len(set(summary))
+    assert 20 <= len(minutes.summary.split()) <= 30
+    # The default length is about a human summary's, but never over a tenth of a short meeting.
+    longer = ExtractiveMinutes(embedder).draft(meeting)
+    assert 30 <= len(longer.summary.split()) <= max(45, words // 10)
+    assert len(set(split_sentences(longer.summary))) == len(split_sentences(longer.summary))
+    assert all(s in statements for s in split_sentences(longer.summary))
+
+
+def test_the_scorer_refuses_weights_trained_on_other_features(embedder):
+    from core.generate.minutes.summary_weights import MADE, WEIGHTS
+
+    assert MADE["by"].startswith("bench/train_minutes_scorer.py") and MADE["data"].startswith("qmsum/train.jsonl")
+    stale = dict(WEIGHTS, features=list(WEIGHTS["features"])[:-1])
+    with pytest.raises(ValueError, match="rerun the trainer"):
+        ExtractiveMinutes(embedder, weights=stale)
+
+
 # ---------------------------------------------------------------- real meetings (../shared/data)
 
 def elitr_meeting(row: dict) -> Meeting:

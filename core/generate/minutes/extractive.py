@@ -1,8 +1,10 @@
 """Extractive meeting minutes: no LLM, so minutes always work.
 
 Phrase rules (``rules``) find decisions, action items and open questions, each with its
-sentence quoted verbatim. The summary quotes the most central sentences (embedding
-centrality with a redundancy penalty, MMR), in meeting order. Topics are TextTiling-like
+sentence quoted verbatim. The summary quotes the sentences a small learned scorer
+(``scorer``: position, length, centrality, the meeting's own words, speaker share ...)
+rates most like summary material, with a redundancy penalty (MMR), up to about the length
+of a human summary, in meeting order. Topics are TextTiling-like
 stretches cut where the words and the sentence embeddings change most; titles are their
 most distinctive keywords. Cost stays bounded on a two-hour meeting: at most
 MAX_CANDIDATES + MAX_QUESTIONS sentences are embedded, in batches, with progress.
@@ -13,13 +15,14 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
 from core.generate.minutes.base import Progress
 from core.generate.minutes.rules import find_actions, find_decisions, find_open_questions
+from core.generate.minutes.scorer import Sentence, SentenceScorer, SummaryTable, features, pick_summary
+from core.generate.minutes.summary_weights import WEIGHTS
 from core.generate.validation import content_words, split_sentences
 from core.index.embedders import Embedder
 from core.models import Meeting, Minutes, OpenQuestion, Topic
@@ -35,9 +38,6 @@ BLOCK_TERMS = 20  # content words per TextTiling block (whole turns); fewer in a
 MAX_BLOCKS = 800  # more in a very long meeting, so the block-by-vocabulary matrix stays small
 KEYWORDS = 3
 DEPTH_SD = 1.0  # a topic boundary is a valley deeper than the mean valley by this many deviations
-# Summary prior: favour sentences dense in this meeting's own words, shun disfluent ones
-# (chosen on AMI validation meetings against their human abstracts, ROUGE-2 0.030 -> 0.036).
-INFO_WEIGHT, NOISE_WEIGHT = 0.05, 0.3
 WINDOW_BLOCKS = 10  # TextTiling's k: blocks compared on either side of a gap
 
 _TOKEN = re.compile(r"[A-Za-z][A-Za-z'-]*[A-Za-z]|\d+")
@@ -68,20 +68,18 @@ def _stemmer():
     return Stemmer.Stemmer("english")
 
 
-@dataclass
-class _Candidate:
-    pos: int  # the turn's position in the meeting
-    text: str  # cleaned sentence, as the summary prints it
-    info: float  # density of words particular to this meeting
-    noise: float  # share of the spoken words that were fillers, repeats or markup
-
-
 class ExtractiveMinutes:
     """Drafts minutes by quoting the transcript: rules for items, embeddings for the summary."""
 
-    def __init__(self, embedder: Embedder, *, summary_sentences: int = 6, max_topics: int = 8):
+    def __init__(self, embedder: Embedder, *, summary_words: int | None = None, max_topics: int = 8,
+                 weights: dict | None = None):
+        weights = weights or WEIGHTS
         self._embedder = embedder
-        self._summary_sentences = summary_sentences
+        self._scorer = SentenceScorer(weights)
+        # About the length of a human summary (tuned with the weights); never over SUMMARY_SHARE of the meeting.
+        self._summary_words = summary_words or int(weights["summary_words"])
+        self._redundancy = float(weights["redundancy"])
+        self._coverage = float(weights.get("coverage", 0.0))
         self._max_topics = max_topics
 
     @property
@@ -99,21 +97,16 @@ class ExtractiveMinutes:
         decisions = _dedupe(find_decisions(meeting), lambda d: key(d.text))
         actions = _dedupe(find_actions(meeting), lambda a: (key(a.task), a.owner))
         asked = _dedupe(find_open_questions(meeting), lambda q: key(q[0].text))
-        candidates = _candidates(meeting, tokens)
         if len(asked) > MAX_QUESTIONS:  # flagged first, then the wordiest
             keep = sorted(range(len(asked)), key=lambda i: (-asked[i][1], -len(asked[i][0].text)))
             asked = [asked[i] for i in sorted(keep[:MAX_QUESTIONS])]
-        vecs = self._embed([c.text for c in candidates] + [q.text for q, _ in asked], progress)
-        cand_vecs, q_vecs = vecs[:len(candidates)], vecs[len(candidates):]
-        spans = _segment(tokens, [c.pos for c in candidates], cand_vecs, self._max_topics)
-        span_of = np.searchsorted([s for s, _ in spans], [c.pos for c in candidates], side="right") - 1
-        centroid = _unit(cand_vecs.sum(0)) if len(candidates) else None
+        table, q_vecs = self._table(meeting, tokens, [q.text for q, _ in asked], progress)
         words = sum(len(t.text.split()) for t in turns)
-        prior = (INFO_WEIGHT * _zscore(np.array([c.info for c in candidates]))
-                 - NOISE_WEIGHT * np.array([c.noise for c in candidates]))
-        chosen = _summary(cand_vecs, span_of, prior, [len(c.text.split()) for c in candidates],
-                          self._summary_sentences, max(MAX_WORDS, int(words * SUMMARY_SHARE)))
-        summary = " ".join(_terminated(candidates[i].text) for i in chosen)
+        budget = min(self._summary_words, max(MAX_WORDS, int(words * SUMMARY_SHARE)))
+        chosen = pick_summary(table, self._scorer.score(table.features), budget, self._redundancy, self._coverage)
+        summary = " ".join(_terminated(table.sentences[i].text) for i in chosen)
+        centroid = _unit(table.vecs.sum(0)) if len(table.sentences) else None
+        spans = table.spans
         questions = _central_questions(asked, q_vecs, centroid)
         titles = _keyphrases([[tok for p in range(s, e + 1) for tok in tokens[p] + [None]] for s, e in spans])
         topics = [Topic(", ".join(t) or f"Part {n}", *_bounds(meeting, s, e))
@@ -122,14 +115,32 @@ class ExtractiveMinutes:
         if not title:
             top = _keyphrases([[tok for turn in tokens for tok in turn + [None]]])[0]
             title = f"Meeting: {', '.join(top)}" if top else "Meeting"
-        notes = [f"Extractive minutes (no LLM): the summary quotes {len(chosen)} of the transcript's most central "
-                 f"sentences; phrase rules found {len(decisions)} decision(s), {len(actions)} action item(s) and "
+        notes = [f"Extractive minutes (no LLM): the summary quotes {len(chosen)} of the transcript's sentences, "
+                 f"those a learned scorer rates most summary-like; phrase rules found {len(decisions)} decision(s), "
+                 f"{len(actions)} action item(s) and "
                  f"{len(questions)} open question(s), each with its quote from the transcript."]
         if len(asked) > len(questions):
             notes.append(f"Kept the {len(questions)} most central of {len(asked)} open questions.")
         return Minutes(title=title, date=meeting.date, attendees=attendees, summary=summary, topics=topics,
                        decisions=decisions, action_items=actions, open_questions=questions,
                        timed=meeting.timed, model=self.model_id, notes=notes)
+
+    def summary_table(self, meeting: Meeting) -> SummaryTable:
+        """The sentences the summary chooses from, with their embeddings, topics and features (for training)."""
+        names = {w.lower() for t in meeting.turns if t.speaker for w in _TOKEN.findall(t.speaker)}
+        return self._table(meeting, [_tokens(t.text, names) for t in meeting.turns], [], None)[0]
+
+    def _table(self, meeting: Meeting, tokens: list[list], questions: list[str],
+               progress: Progress | None) -> tuple[SummaryTable, np.ndarray]:
+        """Summary candidates described for the scorer; the questions are embedded in the same batches."""
+        sentences = _candidates(meeting, tokens)
+        vecs = self._embed([c.text for c in sentences] + questions, progress)
+        cand_vecs, q_vecs = vecs[:len(sentences)], vecs[len(sentences):]
+        spans = _segment(tokens, [c.pos for c in sentences], cand_vecs, self._max_topics)
+        span_of = np.searchsorted([s for s, _ in spans], [c.pos for c in sentences], side="right") - 1
+        counts = Counter(t[1] for turn in tokens for t in turn if t)
+        x = features(meeting, sentences, cand_vecs, span_of, counts)
+        return SummaryTable(sentences, cand_vecs, spans, span_of, counts, x), q_vecs
 
     def _embed(self, texts: list[str], progress: Progress | None) -> np.ndarray:
         out = []
@@ -148,11 +159,11 @@ def _tokens(text: str, names: set[str]) -> list[tuple[str, str] | None]:
     return [(w, stems[w]) if w in stems else None for w in words]
 
 
-def _candidates(meeting: Meeting, tokens: list[list]) -> list[_Candidate]:
+def _candidates(meeting: Meeting, tokens: list[list]) -> list[Sentence]:
     """Statements worth quoting in a summary, at most MAX_CANDIDATES spread over the meeting."""
     df = Counter(stem for turn in tokens for stem in {t[1] for t in turn if t})
     n = len(tokens)
-    found: list[tuple[_Candidate, float]] = []
+    found: list[tuple[Sentence, float]] = []
     for pos, turn in enumerate(meeting.turns):
         for s in _statements(turn.text):
             text = clean(s)
@@ -164,7 +175,7 @@ def _candidates(meeting: Meeting, tokens: list[list]) -> list[_Candidate]:
             stems = {t[1] for t in _tokens(text, set()) if t}
             # Dense in words particular to this meeting's stretches, not long-winded.
             score = sum(math.log(1 + n / df.get(st, 1)) for st in stems) / math.sqrt(size)
-            found.append((_Candidate(pos, text, score, 1 - size / max(size, len(s.split()))), score))
+            found.append((Sentence(pos, text, score, 1 - size / max(size, len(s.split())), frozenset(stems)), score))
     if len(found) <= MAX_CANDIDATES:
         return [c for c, _ in found]
     buckets = MAX_CANDIDATES // 8
@@ -258,34 +269,6 @@ def _depth(sims: np.ndarray, i: int) -> float:
     while right < len(sims) - 1 and sims[right + 1] >= sims[right]:
         right += 1
     return float(sims[left] - sims[i] + sims[right] - sims[i])
-
-
-def _summary(vecs: np.ndarray, span_of: np.ndarray, prior: np.ndarray, sizes: list[int], wanted: int,
-             budget: int) -> list[int]:
-    """Central, non-redundant sentences (MMR), one topic at a time where possible; meeting order."""
-    if not len(vecs):
-        return []
-    wanted = min(wanted, max(1, len(vecs) // 4))
-    centre = _unit(vecs.sum(0))
-    relevance = vecs @ centre
-    for span in set(span_of.tolist()):
-        mine = span_of == span
-        # The topic's own centre, pulled towards the meeting's so a tiny topic does not crown itself.
-        relevance[mine] = 0.5 * relevance[mine] + 0.5 * (vecs[mine] @ _unit(vecs[mine].sum(0) + 3 * centre))
-    relevance += prior
-    chosen: list[int] = []
-    words = 0
-    while len(chosen) < wanted:
-        redundancy = (vecs @ vecs[chosen].T).max(1) if chosen else np.zeros(len(vecs))
-        covered = set(span_of[chosen].tolist())
-        score = 0.7 * relevance - 0.3 * redundancy + 0.05 * ~np.isin(span_of, list(covered))
-        score[chosen] = -np.inf
-        fits = [i for i in np.argsort(-score) if score[i] > -np.inf and (words + sizes[i] <= budget or not chosen)]
-        if not fits:
-            break
-        chosen.append(int(fits[0]))
-        words += sizes[fits[0]]
-    return sorted(chosen)
 
 
 def _central_questions(asked: list[tuple[OpenQuestion, bool]], vecs: np.ndarray,

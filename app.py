@@ -81,7 +81,9 @@ def build_engine(settings: Settings, *, embedder: Embedder | None = None) -> Eng
         loader_workers=settings.ingest.loader_workers, serving=serving, pdf_text=settings.ingest.pdf_text,
     )
     retriever = HybridRetriever(registry, None, keywords, None, candidates=settings.search.candidates,
-                                rrf_k=settings.search.rrf_k, serving=serving)
+                                rrf_k=settings.search.rrf_k, keyword_weight=settings.search.keyword_weight,
+                                doc_weight=settings.search.doc_weight,
+                                serving=serving)
     adapter_path, adapter_version = served_adapter(settings, served)
     generator = build_generator(settings, adapter=adapter_path)
     answerer = Answerer(

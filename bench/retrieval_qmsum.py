@@ -1,227 +1,268 @@
-"""Retrieval quality of hybrid, dense and keyword search on QMSum meeting transcripts.
+"""Retrieval quality on QMSum meetings: IMP's search beside plain BM25 and plain fusion, same queries.
 
-What it measures: for every QMSum *specific* query that has gold turn ranges
-(``relevant_text_span``), whether the engine's top hits contain the gold turns.
+What it measures: for every QMSum *specific* query with gold turn ranges
+(``relevant_text_span``), whether the top hits hold its gold turns, for
 
-How: the 35 meetings of ``shared/data/qmsum/val.jsonl`` are written as one .txt
-file each (``<meeting_id>.txt``, one line per turn, ``Speaker: text``) under
-the data folder and ingested with ``Engine.ingest`` into scope "default": one
-pooled index, real loaders, chunker, MiniLM embedder, Chroma and BM25. Each
-query is searched with ``engine.search(query, k=10, mode=m)`` over the whole
-pool (no per-meeting filter) for m in hybrid, dense, keyword.
+- **IMP**: the meetings written as ``<meeting_id>.txt`` (one line per turn,
+  ``Speaker: text``) and ingested with ``Engine.ingest``; searched with
+  ``engine.search`` in modes hybrid, dense and keyword (the production path:
+  loaders, chunker, MiniLM, Chroma, BM25 index, fusion, registry);
+- **plain BM25**: bm25s with its default tokenisation over ~150-word windows,
+  stride 128, of the same transcript text;
+- **plain dense** and **plain RRF** (k=60) of plain BM25 and exact cosine search
+  with the same MiniLM over the same windows.
 
-A gold turn is *found* in a chunk when the chunk comes from the query's meeting
-and contains the turn's line verbatim; a turn longer than a chunk (the chunker
-cuts it into windows) also counts when one of its windows of at least 20 words
-is a line of the chunk. Turns with fewer than 4 words ("Yeah .") are ignored
-unless a query has only such turns.
+Pooling: meetings are taken 12 at a time in file order (35 val meetings: pools
+of 12, 12, 11) and each query searches its meeting's pool, as in
+../shared/FINDINGS.md; the *whole pool* protocol searches all meetings at once.
+IMP ingests pool i into scope ``pool-i`` and searches one scope, or all of them.
 
-Metrics, pooled over queries: hit@5 (a top-5 chunk holds a gold turn),
-recall@5 (share of gold turns found in the top 5), MRR@10 (1/rank of the first
-chunk holding a gold turn within the top 10, else 0), and meeting@5 (a top-5
-chunk comes from the right meeting at all). Goal: hybrid hit@5 >= 0.80.
+Two relevance protocols, both requiring a chunk of the query's own meeting:
+- **turn**: the chunk holds a gold turn's line verbatim (a turn longer than a
+  chunk counts through a line of at least 20 of its words);
+- **shingle** (FINDINGS): the chunk shares an 8-word shingle (lowercased words)
+  with a gold turn; a gold turn of 4-7 words must appear whole.
+Gold turns of fewer than 4 words are ignored unless a query has only such turns.
+Metrics: hit@5 and MRR@10, pooled over queries.
 
-``--per-meeting`` is a diagnostic, not the headline figure: each meeting goes
-into its own scope and each query searches only its meeting's scope, which
-separates "wrong meeting" errors from ranking errors inside a meeting.
-
-The index is cached in --data-dir; ingest is idempotent, so a rerun that only
-changes search options (--candidates, --rrf-k) re-embeds nothing. A different
---chunk-max-tokens gets its own default folder so that switching back and
-forth never re-embeds either.
+The IMP index is cached in --data-dir (ingest is idempotent); ingest time is
+printed only when something was (re)indexed. Tuning was done on train.jsonl;
+report figures on val.jsonl (the default).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import hashlib
 import re
 import statistics
 import sys
-from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, RESULTS, Contention, Stopwatch, goal, header, quiet, table, write_result  # noqa: E402
+import numpy as np
 
-from app import build_engine  # noqa: E402  (sets the offline environment first)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA, RESULTS, Contention, Stopwatch, header, quiet, table, write_result  # noqa: E402
+
+from app import build_embedder, build_engine  # noqa: E402  (sets the offline environment first)
 from core.config import ChunkSettings, SearchSettings, Settings  # noqa: E402
+from core.index.embedders import Embedder  # noqa: E402
+from training.qmsum import QMeeting, read_meetings  # noqa: E402
 
 MODES = ("hybrid", "dense", "keyword")
-GOAL_HIT5 = 0.80
-MIN_WORDS = 4
+POOL = 12
+WINDOW, STRIDE = 150, 128
+SHINGLE = 8
 MIN_WINDOW_WORDS = 20
-_SPACE = re.compile(r"\s+")
+RRF_K = 60
+DEPTH = 10
+_WORDS = re.compile(r"\S+")
 
 
-def turn_line(turn: dict) -> str | None:
-    content = _SPACE.sub(" ", turn.get("content") or "").strip()
-    if not content:
-        return None
-    return f"{_SPACE.sub(' ', turn.get('speaker') or 'Unknown').strip()}: {content}"
+# ---------------------------------------------------------------- relevance
 
 
-def words(line: str) -> int:
-    return sum(any(ch.isalnum() for ch in w) for w in line.split(":", 1)[-1].split())
-
-
-def load_meetings(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def write_transcripts(meetings: list[dict], folder: Path) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for m in meetings:
-        lines = [t for t in (turn_line(t) for t in m["meeting_transcripts"]) if t]
-        p = folder / f"{m['meeting_id']}.txt"
-        text = "\n".join(lines) + "\n"
-        if not p.exists() or p.read_text() != text:  # unchanged bytes keep the cached index valid
-            p.write_text(text)
-        paths.append(p)
-    return paths
-
-
-def gold_cases(meetings: list[dict]) -> list[dict]:
-    """One case per specific query with a span: its meeting, domain and gold turn lines."""
-    cases = []
-    for m in meetings:
-        lines = [turn_line(t) for t in m["meeting_transcripts"]]
-        for q in m.get("specific_query_list") or []:
-            idx: list[int] = []
-            for span in q.get("relevant_text_span") or []:
-                lo, hi = int(span[0]), int(span[1])
-                idx.extend(i for i in range(lo, hi + 1) if 0 <= i < len(lines))
-            gold = list(dict.fromkeys(lines[i] for i in idx if lines[i]))
-            if not gold:
-                continue
-            long_enough = [g for g in gold if words(g) >= MIN_WORDS]
-            cases.append({"meeting": m["meeting_id"], "domain": m.get("domain") or "?", "query": q["query"],
-                          "gold": long_enough or gold, "gold_turns": len(idx)})
-    return cases
-
-
-def holds(chunk_text: str, line: str) -> bool:
+def _holds(chunk_text: str, line: str) -> bool:
     if line in chunk_text:
         return True
-    # A turn longer than a chunk is split into windows; a substantial window of it counts.
     return any(len(piece.split()) >= MIN_WINDOW_WORDS and piece in line for piece in chunk_text.split("\n"))
 
 
-def score(case: dict, hits: list) -> dict:
-    own = [h for h in hits if Path(h.chunk.source).stem == case["meeting"]]
-    top5 = [h for h in own if h.rank <= 5]
-    found = {g for g in case["gold"] if any(holds(h.chunk.text, g) for h in top5)}
-    first = next((h.rank for h in own if any(holds(h.chunk.text, g) for g in case["gold"])), None)
-    return {
-        "hit5": 1.0 if found else 0.0,
-        "recall5": len(found) / len(case["gold"]),
-        "mrr10": 1.0 / first if first else 0.0,
-        "meeting5": 1.0 if top5 else 0.0,
-    }
+def _shingles(words: Sequence[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+class Gold:
+    """One query's gold: its meeting, turn lines, and shingles."""
+
+    def __init__(self, meeting: QMeeting, index: int):
+        q = meeting.queries[index]
+        self.meeting = meeting.meeting_id
+        self.query = q.query
+        self.lines = [meeting.lines[p] for p in q.core]
+        self.shingles: dict[int, set] = {}
+        for line in self.lines:
+            words = line.split(": ", 1)[-1].lower().split()
+            n = min(SHINGLE, len(words))
+            if n:
+                self.shingles.setdefault(n, set()).update(_shingles(words, n))
+
+    def relevant(self, meeting: str, text: str) -> tuple[bool, bool]:
+        """(turn protocol, shingle protocol)."""
+        if meeting != self.meeting:
+            return False, False
+        turn = any(_holds(text, g) for g in self.lines)
+        lines = [ln.lower().split() for ln in text.split("\n")]
+        shingle = any(_shingles(w, n) & s for n, s in self.shingles.items() for w in lines)
+        return turn, shingle
+
+
+def score(gold: Gold, ranked: Sequence[tuple[str, str]]) -> dict[str, float]:
+    """hit@5 and MRR@10 under both protocols for one ranked list of (meeting, chunk text)."""
+    rel = [gold.relevant(m, t) for m, t in ranked[:DEPTH]]
+    out = {}
+    for j, name in enumerate(("turn", "shingle")):
+        first = next((r + 1 for r, x in enumerate(rel) if x[j]), None)
+        out[f"{name}_hit5"] = 1.0 if first and first <= 5 else 0.0
+        out[f"{name}_mrr10"] = 1.0 / first if first else 0.0
+    return out
+
+
+# ---------------------------------------------------------------- plain baselines
+
+
+def windows(lines: Sequence[str]) -> list[str]:
+    """~150-word windows, stride 128, over the transcript's words; turn lines keep their newlines."""
+    words: list[tuple[str, bool]] = [(w, i == 0) for line in lines for i, w in enumerate(line.split())]
+    out = []
+    for lo in range(0, len(words), STRIDE):
+        part = words[lo : lo + WINDOW]
+        out.append("".join(("\n" if first and j else " " if j else "") + w for j, (w, first) in enumerate(part)))
+        if lo + WINDOW >= len(words):
+            break
+    return out
+
+
+class Plain:
+    """Plain BM25 (bm25s defaults), exact MiniLM cosine and their RRF over one pool's windows."""
+
+    def __init__(self, rows: list[tuple[str, str]], vectors: np.ndarray):
+        import bm25s
+
+        self.rows = rows
+        self._bm25 = bm25s.BM25()
+        self._bm25.index(bm25s.tokenize([t for _, t in rows], show_progress=False), show_progress=False)
+        self._vectors = vectors
+
+    def rankings(self, query: str, query_vector: np.ndarray) -> dict[str, list[int]]:
+        import bm25s
+
+        tokens = bm25s.tokenize([query], return_ids=False, show_progress=False)[0]
+        tokens = [t for t in tokens if t in self._bm25.vocab_dict]
+        sparse = self._bm25.get_scores(tokens) if tokens else np.zeros(len(self.rows))
+        keyword = [int(i) for i in np.argsort(-sparse, kind="stable") if sparse[i] > 0]
+        dense = [int(i) for i in np.argsort(-(self._vectors @ query_vector), kind="stable")]
+        fused: dict[int, float] = {}
+        for ranking in (keyword, dense):
+            for rank, i in enumerate(ranking, start=1):
+                fused[i] = fused.get(i, 0.0) + 1.0 / (RRF_K + rank)
+        return {"bm25": keyword[:DEPTH], "dense": dense[:DEPTH],
+                "rrf": sorted(fused, key=fused.get, reverse=True)[:DEPTH]}
+
+
+def cached_vectors(path: Path, embedder: Embedder, texts: list[str]) -> np.ndarray:
+    """The windows' vectors, kept beside the IMP index so a rerun embeds nothing twice."""
+    key = hashlib.sha256("\x00".join([embedder.model_id, *texts]).encode()).hexdigest()
+    if path.exists():
+        with np.load(path) as saved:
+            if str(saved["key"]) == key:
+                return saved["vectors"]
+    vectors = embedder.embed(texts)
+    np.savez(path, key=np.array(key), vectors=vectors)
+    return vectors
+
+
+# ---------------------------------------------------------------- run
 
 
 def parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DATA / "qmsum" / "val.jsonl")
-    ap.add_argument("--data-dir", type=Path, default=None,
-                    help="index cache (default bench/results/qmsum-index, -ctN suffix with --chunk-max-tokens)")
-    ap.add_argument("--candidates", type=int, default=SearchSettings().candidates)
-    ap.add_argument("--rrf-k", type=int, default=SearchSettings().rrf_k)
-    ap.add_argument("--chunk-max-tokens", type=int, default=None, help="cap chunk size (default: embedder window)")
-    ap.add_argument("--per-meeting", action="store_true",
-                    help="diagnostic: one scope per meeting, each query searches only its meeting")
-    ap.add_argument("--limit-queries", type=int, default=None, help="first N queries only (smoke runs)")
+    ap.add_argument("--data-dir", type=Path, default=None, help="IMP index cache (default bench/results/qmsum-<split>)")
+    ap.add_argument("--meetings", type=int, default=None, help="first N meetings only (tuning on part of train)")
+    ap.add_argument("--candidates", type=int, default=None, help="override the search setting")
+    ap.add_argument("--rrf-k", type=int, default=None, help="override the search setting")
+    ap.add_argument("--keyword-weight", type=float, default=None, help="override the search setting")
+    ap.add_argument("--doc-weight", type=float, default=None, help="override the search setting")
+    ap.add_argument("--chunk-max-tokens", type=int, default=None, help="override the chunk setting")
+    ap.add_argument("--name", default=None, help="result file name (default retrieval_qmsum[-<split>])")
     return ap.parse_args()
 
 
 def main() -> None:
     args = parse()
     quiet()
-    info = header("retrieval quality on QMSum (val)")
-    suffix = (f"-ct{args.chunk_max_tokens}" if args.chunk_max_tokens else "") + (
-        "-permeeting" if args.per_meeting else "")
-    data_dir = args.data_dir or RESULTS / f"qmsum-index{suffix}"
-    settings = Settings(
-        data_dir=data_dir,
-        search=SearchSettings(candidates=args.candidates, rrf_k=args.rrf_k),
-        chunking=ChunkSettings(max_tokens=args.chunk_max_tokens),
-    )
-    engine = build_engine(settings)
-    meetings = load_meetings(args.data)
-    files = write_transcripts(meetings, data_dir / "transcripts")
-
-    def scope_of(meeting: str) -> str:
-        return f"meeting:{meeting}" if args.per_meeting else "default"
+    split = args.data.stem
+    info = header(f"retrieval quality on QMSum ({split}): IMP beside plain BM25 and plain RRF")
+    meetings = read_meetings(args.data)[: args.meetings]
+    pools = [meetings[i : i + POOL] for i in range(0, len(meetings), POOL)]
+    search = SearchSettings()
+    overrides = {k: v for k, v in (("candidates", args.candidates), ("rrf_k", args.rrf_k),
+                                                   ("keyword_weight", args.keyword_weight),
+                                                   ("doc_weight", args.doc_weight)) if v is not None}
+    search = search.model_copy(update=overrides)
+    chunking = ChunkSettings() if args.chunk_max_tokens is None else ChunkSettings(max_tokens=args.chunk_max_tokens)
+    data_dir = args.data_dir or RESULTS / f"qmsum-{split}{'-' + str(args.meetings) if args.meetings else ''}"
+    settings = Settings(data_dir=data_dir, search=search, chunking=chunking)
+    embedder = build_embedder(settings)  # one model for IMP and the plain baselines
+    engine = build_engine(settings, embedder=embedder)
 
     with Stopwatch() as t_ingest:
-        if args.per_meeting:
-            results = [r for f in files for r in engine.ingest([f], scope_of(f.stem))]
-        else:
-            results = engine.ingest(files, "default")
+        results = []
+        for p, pool in enumerate(pools):
+            folder = data_dir / "transcripts" / f"pool-{p}"
+            folder.mkdir(parents=True, exist_ok=True)
+            files = []
+            for m in pool:
+                f = folder / m.name
+                if not f.exists() or f.read_text() != m.text:  # unchanged bytes keep the cached index valid
+                    f.write_text(m.text)
+                files.append(f)
+            results += engine.ingest(files, f"pool-{p}")
     failed = [r for r in results if r.status.value == "failed"]
     if failed:
         sys.exit(f"ingest failed: {[(r.source, r.error) for r in failed]}")
     fresh = sum(r.status.value == "indexed" for r in results)
     chunks = sum(r.chunks for r in results)
-    print(f"index    {len(files)} meetings, {chunks} chunks in {data_dir} "
-          f"({fresh} (re)indexed, {len(files) - fresh} cached; ingest {t_ingest.seconds:.1f} s)")
-    print(f"search   candidates={args.candidates} rrf_k={args.rrf_k} "
-          f"chunk_max_tokens={args.chunk_max_tokens or 'window'}"
-          + (" | PER-MEETING scopes (diagnostic)" if args.per_meeting else " | pooled, no meeting filter"))
+    print(f"IMP      {len(meetings)} meetings in {len(pools)} pools, {chunks} chunks; {fresh} (re)indexed "
+          f"in {t_ingest.seconds:.1f} s ({t_ingest.seconds / max(fresh, 1):.2f} s per meeting), "
+          f"{len(results) - fresh} cached; candidates={search.candidates} rrf_k={search.rrf_k} "
+          f"keyword_weight={search.keyword_weight} doc_weight={search.doc_weight}")
 
-    cases = gold_cases(meetings)[: args.limit_queries]
-    engine.search("warm up", 1)
-    per_mode: dict[str, list[dict]] = {m: [] for m in MODES}
-    latency: dict[str, list[float]] = {m: [] for m in MODES}
+    golds = [(p, Gold(m, i)) for p, pool in enumerate(pools) for m in pool for i in range(len(m.queries))]
+    query_vectors = embedder.embed([g.query for _, g in golds])
+    with Stopwatch() as t_plain:
+        rows = [(m.meeting_id, w) for m in meetings for w in windows(m.lines)]
+        vectors = cached_vectors(data_dir / "plain-windows.npz", embedder, [t for _, t in rows])
+    pool_of = {m.meeting_id: p for p, pool in enumerate(pools) for m in pool}
+    plains = []
+    for p in range(len(pools)):
+        ix = [i for i, (m, _) in enumerate(rows) if pool_of[m] == p]
+        plains.append(Plain([rows[i] for i in ix], vectors[ix]))
+    whole = Plain(rows, vectors)
+    print(f"plain    {len(rows)} windows of {WINDOW} words, stride {STRIDE} (embedded in {t_plain.seconds:.1f} s)")
+
+    scopes_all = [f"pool-{p}" for p in range(len(pools))]
+    rows: dict[str, dict[str, list[dict]]] = {}
     with Contention() as busy:
-        for case in cases:
-            for mode in MODES:
-                with Stopwatch() as t:
-                    hits = engine.search(case["query"], 10, [scope_of(case["meeting"])], mode=mode)
-                latency[mode].append(t.seconds)
-                per_mode[mode].append(score(case, hits))
-    print(f"queries  {len(cases)} specific queries with gold spans "
-          f"(mean {statistics.mean(len(c['gold']) for c in cases):.1f} matchable gold turns each); "
-          f"other processes used {busy.cores} cores meanwhile\n")
+        for (p, gold), qv in zip(golds, query_vectors, strict=True):
+            for protocol, scopes, plain in (("pooled 12", [f"pool-{p}"], plains[p]), ("whole pool", scopes_all, whole)):
+                runs = rows.setdefault(protocol, {})
+                for mode in MODES:
+                    hits = engine.search(gold.query, DEPTH, scopes, mode=mode)
+                    ranked = [(Path(h.chunk.source).stem, h.chunk.text) for h in hits]
+                    runs.setdefault(f"IMP {mode}", []).append(score(gold, ranked))
+                for name, ranking in plain.rankings(gold.query, qv).items():
+                    runs.setdefault(f"plain {name}", []).append(score(gold, [plain.rows[i] for i in ranking]))
+    print(f"queries  {len(golds)} specific queries with gold spans; other processes used {busy.cores} cores\n")
 
-    def mean(rows: list[dict], key: str) -> float:
-        return round(sum(r[key] for r in rows) / len(rows), 3) if rows else float("nan")
-
-    summary = {m: {k: mean(per_mode[m], k) for k in ("hit5", "recall5", "mrr10", "meeting5")}
-               | {"mean_search_ms": round(1000 * statistics.mean(latency[m]), 1)} for m in MODES}
-    table("all queries (MRR over the top 10; ms/query = mean engine.search time, k=10)",
-          ["mode", "hit@5", "recall@5", "MRR@10", "meeting@5", "ms/query", "goal hit@5 >= 0.80"],
-          [[m, s["hit5"], s["recall5"], s["mrr10"], s["meeting5"], s["mean_search_ms"],
-            goal(s["hit5"] >= GOAL_HIT5) if m == "hybrid" else ""] for m, s in summary.items()])
-
-    domains: dict[str, list[int]] = defaultdict(list)
-    for i, c in enumerate(cases):
-        domains[c["domain"]].append(i)
-    by_domain = {d: {"queries": len(ix)} | {m: mean([per_mode[m][i] for i in ix], "hit5") for m in MODES}
-                 for d, ix in sorted(domains.items())}
-    table("hit@5 per domain", ["domain", "queries", *MODES],
-          [[d, v["queries"], *(v[m] for m in MODES)] for d, v in by_domain.items()])
-
-    payload = info | {
-        "settings": {"candidates": args.candidates, "rrf_k": args.rrf_k, "per_meeting": args.per_meeting,
-                     "chunk_max_tokens": args.chunk_max_tokens, "data_dir": str(data_dir)},
-        "corpus": {"meetings": len(files), "chunks": chunks, "ingest_s": round(t_ingest.seconds, 1),
-                   "reindexed": fresh},
-        "queries": len(cases),
-        "other_processes_cores_during_search": busy.cores,
-        "goal": {"hybrid_hit5": GOAL_HIT5, "met": summary["hybrid"]["hit5"] >= GOAL_HIT5},
-        "summary": summary,
-        "by_domain": by_domain,
-        "per_query": [{"meeting": c["meeting"], "query": c["query"]} | {m: per_mode[m][i] for m in MODES}
-                      for i, c in enumerate(cases)],
-    }
-    default = (args.candidates, args.rrf_k, args.chunk_max_tokens, args.per_meeting) == (
-        SearchSettings().candidates, SearchSettings().rrf_k, None, False)
-    name = "retrieval_qmsum" if default else (
-        f"retrieval_qmsum-c{args.candidates}-k{args.rrf_k}-t{args.chunk_max_tokens or 'w'}"
-        + ("-permeeting" if args.per_meeting else ""))
-    write_result(name, payload)
+    keys = ("turn_hit5", "turn_mrr10", "shingle_hit5", "shingle_mrr10")
+    summary = {protocol: {system: {k: round(statistics.mean(r[k] for r in rs), 3) for k in keys}
+                          for system, rs in runs.items()} for protocol, runs in rows.items()}
+    for protocol, systems in summary.items():
+        table(f"{protocol}: hit@5 and MRR@10 under the turn and the 8-word-shingle protocols",
+              ["system", "turn hit@5", "turn MRR@10", "shingle hit@5", "shingle MRR@10"],
+              [[s, *(v[k] for k in keys)] for s, v in systems.items()])
+    name = args.name or ("retrieval_qmsum" if split == "val" else f"retrieval_qmsum-{split}")
+    write_result(name, info | {
+        "data": str(args.data), "meetings": len(meetings), "pools": [len(p) for p in pools], "queries": len(golds),
+        "imp": {"chunks": chunks, "reindexed": fresh, "ingest_s": round(t_ingest.seconds, 1),
+                "search": search.model_dump(), "chunking": chunking.model_dump()},
+        "plain": {"windows": len(rows), "embed_s": round(t_plain.seconds, 1), "window_words": WINDOW, "stride": STRIDE,
+                  "rrf_k": RRF_K},
+        "other_processes_cores": busy.cores, "summary": summary,
+    })
 
 
 if __name__ == "__main__":

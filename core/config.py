@@ -52,6 +52,11 @@ class SearchSettings(BaseModel):
     # Candidates each retriever contributes before fusion.
     candidates: int = Field(default=40, ge=1)
     rrf_k: int = Field(default=60, ge=1)
+    # Weight of the keyword (BM25) ranking in the fusion; the dense ranking's is 1.
+    keyword_weight: float = Field(default=1.0, ge=0.0, le=10.0)
+    # Weight of the document prior in hybrid search: each chunk gains this x the summed fused scores of its
+    # document's two best candidates, so chunks of the document matching the query as a whole rise (0: off).
+    doc_weight: float = Field(default=0.0, ge=0.0, le=10.0)
     default_k: int = Field(default=5, ge=1, le=100)
 
 

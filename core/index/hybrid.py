@@ -24,6 +24,7 @@ from core.store.registry import DocumentRegistry
 log = logging.getLogger(__name__)
 
 Mode = Literal["hybrid", "dense", "keyword"]
+DOC_BEST_CHUNKS = 2  # chunks of a document whose fused scores make its prior (see with_document_prior)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,22 +35,50 @@ class Retrieval:
     embedder: str | None
 
 
-def rrf(rankings: list[list[str]], k: int) -> dict[str, float]:
-    """Reciprocal-rank fusion: each list adds 1/(k + rank) to its items."""
+def rrf(rankings: list[list[str]], k: int, weights: list[float] | None = None) -> dict[str, float]:
+    """Reciprocal-rank fusion: each list adds weight/(k + rank) to its items (weight 1 by default)."""
+    if weights is not None and len(weights) != len(rankings):
+        raise ValueError("one weight per ranking")
     fused: dict[str, float] = {}
-    for ranking in rankings:
+    for ranking, weight in zip(rankings, weights or [1.0] * len(rankings), strict=True):
         for rank, item in enumerate(ranking, start=1):
-            fused[item] = fused.get(item, 0.0) + 1.0 / (k + rank)
+            fused[item] = fused.get(item, 0.0) + weight / (k + rank)
     return fused
+
+
+def with_document_prior(scores: dict[str, float], document: dict[str, str], weight: float,
+                        best: int = DOC_BEST_CHUNKS) -> dict[str, float]:
+    """Add ``weight`` x (the sum of a document's ``best`` chunk scores) to each of its chunks.
+
+    A chunk from the document that matches the query as a whole (several
+    candidates, in both rankings) rises above an equally ranked chunk from a
+    document that matches in one place only. Only chunks named in ``document``
+    (chunk id -> document id) are kept. With one document among the candidates
+    every chunk gets the same bonus, so the order is unchanged.
+    """
+    if weight < 0 or best < 1:
+        raise ValueError("weight must not be negative and best must be at least 1")
+    kept = {cid: s for cid, s in scores.items() if cid in document}
+    if weight == 0:
+        return kept
+    per_doc: dict[str, list[float]] = {}
+    for cid, s in kept.items():
+        per_doc.setdefault(document[cid], []).append(s)
+    prior = {d: sum(sorted(v, reverse=True)[:best]) for d, v in per_doc.items()}
+    return {cid: s + weight * prior[document[cid]] for cid, s in kept.items()}
 
 
 class HybridRetriever:
     """Scope-filtered search over the vector store and the keyword index."""
 
     def __init__(self, registry: DocumentRegistry, vectors: VectorStore | None, keywords: KeywordIndex,
-                 embedder: Embedder | None, *, candidates: int = 40, rrf_k: int = 60,
-                 serving: ServingSet | None = None):
-        """``serving`` gives the served embedders; without it, ``vectors`` and ``embedder`` are the one used."""
+                 embedder: Embedder | None, *, candidates: int = 40, rrf_k: int = 60, keyword_weight: float = 1.0,
+                 doc_weight: float = 0.0, serving: ServingSet | None = None):
+        """``serving`` gives the served embedders; without it, ``vectors`` and ``embedder`` are the one used.
+        ``keyword_weight``: the keyword ranking's weight in the fusion, the dense one's being 1.
+        ``doc_weight``: weight of the document prior added to fused scores in hybrid mode (0: none)."""
+        if keyword_weight < 0 or doc_weight < 0:
+            raise ValueError("keyword_weight and doc_weight must not be negative")
         self._registry = registry
         if serving is None:
             if vectors is None or embedder is None:
@@ -59,6 +88,8 @@ class HybridRetriever:
         self._keywords = keywords
         self._candidates = candidates
         self._rrf_k = rrf_k
+        self._keyword_weight = keyword_weight
+        self._doc_weight = doc_weight
 
     @property
     def _vectors(self) -> VectorStore:
@@ -84,27 +115,33 @@ class HybridRetriever:
             return Retrieval([], version)
         n = max(self._candidates, k)
         rankings: list[list[str]] = []
+        weights: list[float] = []
         raw: dict[str, float] = {}
         similarity: dict[str, float] = {}
         if mode in ("hybrid", "dense"):
             dense = served.store.query(served.embedder.embed([query])[0], n, scopes)
             rankings.append([cid for cid, _ in dense])
+            weights.append(1.0)
             raw.update(dense)
             similarity.update(dense)
         if mode in ("hybrid", "keyword"):
             sparse = self._keywords.query(query, n, scopes)
             rankings.append([cid for cid, _ in sparse])
+            weights.append(self._keyword_weight)
             if mode == "keyword":
                 raw.update(sparse)
-        scores = rrf(rankings, self._rrf_k) if mode == "hybrid" else raw
-        ordered = sorted(scores, key=scores.get, reverse=True)
-        visible = self._registry.visible_chunks(ordered)
+        scores = rrf(rankings, self._rrf_k, weights) if mode == "hybrid" else raw
+        visible = self._registry.visible_chunks(scores)
         allowed = set(scopes)
+        # The scope check is repeated here so a stale index can never leak across scopes.
+        visible = {cid: c for cid, c in visible.items() if c.scope in allowed}
+        if mode == "hybrid" and self._doc_weight > 0:
+            scores = with_document_prior(scores, {cid: c.doc_id for cid, c in visible.items()}, self._doc_weight)
+        ordered = sorted(scores, key=scores.get, reverse=True)
         hits: list[Hit] = []
         for cid in ordered:
             chunk = visible.get(cid)
-            # The scope check is repeated here so a stale index can never leak across scopes.
-            if chunk is None or chunk.scope not in allowed:
+            if chunk is None:
                 continue
             hits.append(Hit(chunk=chunk, score=scores[cid], rank=len(hits) + 1, similarity=similarity.get(cid)))
             if len(hits) == k:

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from core.config import Settings
 from core.engine import check_scope, check_upload_name
 from core.errors import InvalidRequest
-from core.index.hybrid import rrf
+from core.index.hybrid import rrf, with_document_prior
 
 
 def test_settings_read_nested_environment_variables(monkeypatch, tmp_path):
@@ -55,3 +55,53 @@ def test_rrf_rewards_agreement_between_rankings():
     assert max(fused, key=fused.get) == "b"
     assert fused["b"] == pytest.approx(1 / 62 + 1 / 61)
     assert fused["d"] < fused["a"]
+
+
+def test_weighted_rrf_lets_the_stronger_ranking_decide_disagreements():
+    keyword, dense = ["a", "b"], ["b", "a"]
+    assert rrf([keyword, dense], k=60)["a"] == pytest.approx(rrf([keyword, dense], k=60)["b"])
+    fused = rrf([keyword, dense], k=60, weights=[2.0, 1.0])
+    assert max(fused, key=fused.get) == "a"
+    assert fused["a"] == pytest.approx(2 / 61 + 1 / 62)
+
+
+def test_rrf_refuses_a_weight_list_that_does_not_match_the_rankings():
+    with pytest.raises(ValueError):
+        rrf([["a"], ["b"]], k=60, weights=[1.0])
+
+
+def test_search_settings_refuse_a_negative_keyword_weight():
+    with pytest.raises(ValidationError):
+        Settings(search={"keyword_weight": -1})
+
+
+def test_document_prior_lifts_the_chunk_of_the_document_that_matches_as_a_whole():
+    # "a1" (one strong chunk of document A) ties "b1"; document B has a second candidate, so b1 wins.
+    scores = {"a1": 0.03, "b1": 0.03, "b2": 0.02}
+    doc = {"a1": "A", "b1": "B", "b2": "B"}
+    lifted = with_document_prior(scores, doc, 1.0)
+    assert max(lifted, key=lifted.get) == "b1"
+    assert lifted["b1"] == pytest.approx(0.03 + 0.05) and lifted["a1"] == pytest.approx(0.03 + 0.03)
+
+
+def test_document_prior_counts_only_a_documents_best_chunks():
+    # A long document's many weak candidates must not outweigh a short document's two strong ones.
+    scores = {"s1": 0.03, "s2": 0.03, **{f"l{i}": 0.02 for i in range(10)}}
+    doc = {"s1": "short", "s2": "short", **{f"l{i}": "long" for i in range(10)}}
+    lifted = with_document_prior(scores, doc, 1.0)
+    assert min(lifted["s1"], lifted["s2"]) > max(lifted[f"l{i}"] for i in range(10))
+
+
+def test_document_prior_keeps_the_order_within_one_document_and_drops_unknown_chunks():
+    scores = {"c1": 0.01, "c2": 0.03, "c3": 0.02, "stale": 0.05}
+    doc = {"c1": "D", "c2": "D", "c3": "D"}
+    lifted = with_document_prior(scores, doc, 2.0)
+    assert sorted(lifted, key=lifted.get, reverse=True) == ["c2", "c3", "c1"]
+    assert with_document_prior(scores, doc, 0.0) == {"c1": 0.01, "c2": 0.03, "c3": 0.02}
+
+
+def test_document_prior_refuses_a_negative_weight():
+    with pytest.raises(ValueError):
+        with_document_prior({"a": 1.0}, {"a": "A"}, -1.0)
+    with pytest.raises(ValidationError):
+        Settings(search={"doc_weight": -0.5})

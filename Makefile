@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 IMP := $(VENV)/bin/imp
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= $(CURDIR)/.imp-data/demo
+# Real voices for bench/diarization.py (see docs/benchmarks.md §11.2: LibriSpeech speakers, AMI excerpts with RTTM).
+DIAR_DATA ?= ../shared/data/diarization
 
 .PHONY: setup system-deps test-deps run serve test test-fast bench clean vosk-model-en
 
@@ -65,9 +67,11 @@ bench: setup
 	$(PY) bench/answers.py --calibrate --max-pages 75
 	$(PY) bench/asr_wer.py
 	$(PY) bench/asr_speed.py --minutes 30
+	$(PY) bench/asr_speed.py --suite --minutes 10
 	$(PY) bench/asr_speed.py --memory-check --minutes 30
-	$(PY) bench/diarization.py
+	$(PY) bench/diarization.py --speakers $(DIAR_DATA)/speakers --recordings $(DIAR_DATA)/conversations
 	$(PY) bench/minutes.py
+	$(PY) bench/llm_cpu.py --questions 10 --limit 1
 	$(PY) bench/load.py
 	$(PY) bench/train_qmsum.py
 

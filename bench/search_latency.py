@@ -207,6 +207,9 @@ def over_http(data: Path, workload, warmup: list[str]) -> dict:
 
 
 def run_size(n: int, args, base: Path, embs: dict, pool, workload, scopes) -> dict:
+    # The after embedder (and its query cache) serves every size: tag the texts with the size so
+    # that no timed query of this size was embedded at an earlier one.
+    workload = [(f"{q} ({n} chunks)", s) for q, s in workload]
     data = base / f"n{n}"
     shutil.rmtree(data, ignore_errors=True)
     settings = Settings(data_dir=data)

@@ -205,11 +205,7 @@ class SentenceTransformerEmbedder:
         if not texts:
             return np.zeros((0, self._model.get_sentence_embedding_dimension()), dtype=np.float32)
         if len(texts) == 1:
-            def one() -> np.ndarray:
-                with _torch_threads(self._query_threads):
-                    return self._encode(texts)
-
-            return self._cache.get(texts[0], one)
+            return _one_query(texts, self._encode, self._cache, self._query_threads)
         return self._encode(texts)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
@@ -218,6 +214,16 @@ class SentenceTransformerEmbedder:
             convert_to_numpy=True, show_progress_bar=False,
         )
         return np.asarray(vecs, dtype=np.float32)
+
+
+def _one_query(texts: list[str], encode: Callable[[list[str]], np.ndarray], cache: _QueryCache,
+               threads: int) -> np.ndarray:
+    """A single text (a search query): from the cache, else encoded on ``threads`` torch threads."""
+    def one() -> np.ndarray:
+        with _torch_threads(threads):
+            return encode(texts)
+
+    return cache.get(texts[0], one)
 
 
 class LongformerEmbedder:
@@ -281,11 +287,7 @@ class LongformerEmbedder:
     def embed(self, texts: list[str]) -> np.ndarray:
         self.warm_up()
         if len(texts) == 1:
-            def one() -> np.ndarray:
-                with _torch_threads(self._query_threads):
-                    return self._encode(texts)
-
-            return self._cache.get(texts[0], one)
+            return _one_query(texts, self._encode, self._cache, self._query_threads)
         return self._encode(texts)
 
     def _encode(self, texts: list[str]) -> np.ndarray:

@@ -30,8 +30,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, RESULTS, Stopwatch, header, percentile, quiet, summarize_ms, table, write_result  # noqa: E402
-from retrieval_qmsum import load_meetings, write_transcripts  # noqa: E402
+from common import DATA, RESULTS, Stopwatch, citations_valid, qmsum_transcripts, header, percentile, quiet, summarize_ms, table, write_result  # noqa: E402
 
 from app import build_engine  # noqa: E402
 from core.config import AnswerSettings, LLMSettings, Settings  # noqa: E402
@@ -41,8 +40,8 @@ _NUM = re.compile(r"-?\d[\d,]*\.?\d*")
 
 
 def qmsum_cases(limit: int | None) -> tuple[list[Path], list[dict]]:
-    meetings = load_meetings(DATA / "qmsum" / "val.jsonl")
-    files = write_transcripts(meetings, RESULTS / "qmsum-index" / "transcripts")
+    meetings = [json.loads(line) for line in (DATA / "qmsum" / "val.jsonl").read_text().splitlines() if line.strip()]
+    files = qmsum_transcripts(meetings, RESULTS / "qmsum-index" / "transcripts")
     cases = [{"question": q["query"], "gold": q["answer"]} for m in meetings
              for q in m.get("specific_query_list") or [] if q.get("relevant_text_span")]
     return files, cases[:limit]
@@ -80,15 +79,6 @@ def fb_correct(gold: str, answer: str) -> bool:
         return any(abs(a - g) <= 0.01 * abs(g) or round(a) == round(g) != 0 for a in numbers(answer))
     norm = lambda s: " ".join(re.findall(r"\w+", s.lower()))  # noqa: E731
     return bool(norm(gold)) and norm(gold) in norm(answer)
-
-
-def citations_valid(engine, answer) -> bool:
-    marks = {int(n) for n in re.findall(r"\[(\d+)\]", answer.text)}
-    ns = [c.n for c in answer.citations]
-    if marks != set(ns) or ns != list(range(1, len(ns) + 1)):
-        return False
-    visible = engine.registry.visible_chunks([c.chunk.chunk_id for c in answer.citations])
-    return all(c.chunk.chunk_id in visible and c.chunk.scope in answer.scopes for c in answer.citations)
 
 
 def build(name: str, backend: str, base_url: str | None, model: str | None, min_sim: float | None):

@@ -240,3 +240,31 @@ class Stopwatch:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self._t0
+
+
+def qmsum_transcripts(meetings: list[dict], folder: Path) -> list[Path]:
+    """One ``<meeting_id>.txt`` per QMSum meeting, a ``Speaker: text`` line per turn; unchanged bytes are
+    not rewritten, so a cached index over the folder stays valid."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for m in meetings:
+        lines = [f"{' '.join((t.get('speaker') or 'Unknown').split())}: {' '.join(t['content'].split())}"
+                 for t in m["meeting_transcripts"] if (t.get("content") or "").split()]
+        p = folder / f"{m['meeting_id']}.txt"
+        text = "\n".join(lines) + "\n"
+        if not p.exists() or p.read_text() != text:
+            p.write_text(text)
+        paths.append(p)
+    return paths
+
+
+def citations_valid(engine, answer) -> bool:
+    """Every [n] names a returned citation, numbered 1..m, each a visible chunk in an allowed scope."""
+    import re
+
+    marks = {int(n) for n in re.findall(r"\[(\d+)\]", answer.text)}
+    ns = [c.n for c in answer.citations]
+    if marks != set(ns) or ns != list(range(1, len(ns) + 1)):
+        return False
+    visible = engine.registry.visible_chunks([c.chunk.chunk_id for c in answer.citations])
+    return all(c.chunk.chunk_id in visible and c.chunk.scope in answer.scopes for c in answer.citations)

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, RESULTS, Stopwatch, _busy_seconds, header, percentile, quiet, table, write_result  # noqa: E402
+from common import DATA, RESULTS, Stopwatch, _busy_seconds, citations_valid, qmsum_transcripts, header, percentile, quiet, table, write_result  # noqa: E402
 from minutes import ami, elitr, evidence_check, rouge, words  # noqa: E402
 
 from app import build_engine  # noqa: E402
@@ -124,31 +124,15 @@ def truncate(meeting: Meeting, max_words: int | None) -> Meeting:
 
 def qmsum_questions(n: int) -> tuple[list[Path], list[dict]]:
     """The first ``n`` QMSum val specific queries (with gold spans) and transcripts of their meetings."""
-    folder = RESULTS / "llm-cpu-index" / "transcripts"
-    folder.mkdir(parents=True, exist_ok=True)
-    files, cases = [], []
+    meetings, cases = [], []
     for line in (DATA / "qmsum" / "val.jsonl").read_text().splitlines():
         if len(cases) >= n:
             break
         d = json.loads(line)
-        path = folder / f"{d['meeting_id']}.txt"
-        turns = [f"{t.get('speaker') or 'Speaker'}: {' '.join(t['content'].split())}"
-                 for t in d["meeting_transcripts"] if t["content"].split()]
-        path.write_text("\n".join(turns) + "\n")
-        files.append(path)
+        meetings.append(d)
         cases += [{"question": q["query"], "gold": q["answer"]}
                   for q in d.get("specific_query_list") or [] if q.get("relevant_text_span")]
-    return files, cases[:n]
-
-
-def citations_valid(engine, answer) -> bool:
-    """Every [n] names a returned citation, numbered 1..m, each a visible chunk in an allowed scope."""
-    marks = {int(n) for n in re.findall(r"\[(\d+)\]", answer.text)}
-    ns = [c.n for c in answer.citations]
-    if marks != set(ns) or ns != list(range(1, len(ns) + 1)):
-        return False
-    visible = engine.registry.visible_chunks([c.chunk.chunk_id for c in answer.citations])
-    return all(c.chunk.chunk_id in visible and c.chunk.scope in answer.scopes for c in answer.citations)
+    return qmsum_transcripts(meetings, RESULTS / "llm-cpu-index" / "transcripts"), cases[:n]
 
 
 def run_answers(args, server, embedder, count) -> dict:

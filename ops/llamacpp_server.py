@@ -2,7 +2,7 @@
 
 IMP's ``openai`` backend then talks to it over HTTP like to any vLLM or Ollama server:
 
-    python -m core.generate.llamacpp_server [--model FILE.gguf] [--port 8080] [--threads N]
+    python -m ops.llamacpp_server [--model FILE.gguf] [--port 8080] [--threads N]
     IMP_LLM__BACKEND=openai IMP_LLM__BASE_URL=http://127.0.0.1:8080/v1 IMP_LLM__MODEL=smollm2 imp ...
 
 Without ``--model`` it serves the bundled SmolLM2-135M-Instruct GGUF. It listens on
@@ -98,7 +98,7 @@ class LlamaCppProcess:
 
     def __init__(self, model: Path, *, threads: int | None = None, context_tokens: int = 0,
                  api_key_env: str | None = None, env: dict[str, str] | None = None, start_timeout_s: float = 120.0):
-        self._args = [sys.executable, "-m", "core.generate.llamacpp_server", "--model", str(model),
+        self._args = [sys.executable, "-m", "ops.llamacpp_server", "--model", str(model),
                       "--context", str(context_tokens)]
         if threads:
             self._args += ["--threads", str(threads)]
@@ -181,7 +181,7 @@ def _bundled_model() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m core.generate.llamacpp_server", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m ops.llamacpp_server", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, help="a .gguf file (default: the bundled SmolLM2-135M-Instruct)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0, help="0: any free port (printed when ready)")

@@ -38,6 +38,7 @@ from core.index.serving import (  # noqa: E402
 )
 from core.ingest.media import Media  # noqa: E402
 from core.ingest.pipeline import IngestPipeline  # noqa: E402
+from core.observe import Observer, Observers  # noqa: E402
 from core.speech.base import SpeechConfig  # noqa: E402
 from core.speech.transcriber import Transcriber  # noqa: E402
 from core.store.feedback import FeedbackStore  # noqa: E402
@@ -58,18 +59,22 @@ def build_embedder(settings: Settings, path: Path | None = None) -> Embedder:
                          cache=emb.query_cache)
 
 
-def build_engine(settings: Settings, *, embedder: Embedder | None = None) -> Engine:
+def build_engine(settings: Settings, *, embedder: Embedder | None = None,
+                 observer: Observer | None = None) -> Engine:
     """Wire every component of the engine from settings. Cheap: models load on first use.
 
     ``embedder`` lets one process share a loaded model between engines (tests, benchmarks).
+    ``observer`` is told what the engine does (core.observe); front doors add theirs later
+    (``Engine.add_observer``: the REST app adds its Prometheus metrics).
     """
+    observers = Observers(*([observer] if observer is not None else []))
     data = settings.data_dir
     registry = DocumentRegistry(settings.database_url)
     embedder = embedder or build_embedder(settings)
     served = ServedModels(registry)
     serving = build_serving(settings, registry, served, embedder)
     keywords = KeywordIndex(registry, data / "bm25")
-    transcriber = build_transcriber(settings)
+    transcriber = build_transcriber(settings, observer=observers)
     transcripts = TranscriptStore(registry)
     pipeline = IngestPipeline(
         registry, None, keywords, embedder,
@@ -79,11 +84,12 @@ def build_engine(settings: Settings, *, embedder: Embedder | None = None) -> Eng
         max_media_bytes=int(settings.speech.max_file_mb * 2**20),
         loader_timeout_s=settings.ingest.loader_timeout_s, loader_max_mb=settings.ingest.loader_max_mb,
         loader_workers=settings.ingest.loader_workers, serving=serving, pdf_text=settings.ingest.pdf_text,
+        observer=observers,
     )
     retriever = HybridRetriever(registry, None, keywords, None, candidates=settings.search.candidates,
                                 rrf_k=settings.search.rrf_k, keyword_weight=settings.search.keyword_weight,
                                 doc_weight=settings.search.doc_weight,
-                                serving=serving)
+                                serving=serving, observer=observers)
     adapter_path, adapter_version = served_adapter(settings, served)
     generator = build_generator(settings, adapter=adapter_path)
     answerer = Answerer(
@@ -92,6 +98,7 @@ def build_engine(settings: Settings, *, embedder: Embedder | None = None) -> Eng
         max_new_tokens=settings.llm.max_new_tokens,
         routed=lambda q, k, scopes, challenger: retriever.retrieve(q, k, scopes, challenger=challenger),
         canary_share=settings.models.canary_share, adapter=adapter_version if generator is not None else None,
+        observer=observers,
     )
     return Engine(registry, pipeline, retriever, answerer, files_dir=data / "files",
                   default_k=settings.search.default_k, transcriber=transcriber, transcripts=transcripts,
@@ -100,7 +107,7 @@ def build_engine(settings: Settings, *, embedder: Embedder | None = None) -> Eng
                   max_file_bytes=int(settings.ingest.max_file_mb * 2**20),
                   max_media_bytes=int(settings.speech.max_file_mb * 2**20),
                   max_queued_jobs=settings.admission.max_queued_jobs if settings.admission.enabled else None,
-                  serving=serving, served=served)
+                  serving=serving, served=served, observers=observers)
 
 
 def build_serving(settings: Settings, registry: DocumentRegistry, served: ServedModels,
@@ -221,13 +228,14 @@ def build_slack(settings: Settings, engine: Engine, *, socket_mode: bool = False
     return create_slack_bot(engine, ChatState(engine.registry), options)
 
 
-def build_transcriber(settings: Settings) -> Transcriber:
+def build_transcriber(settings: Settings, *, observer: Observer | None = None) -> Transcriber:
     sp = settings.speech
     config = SpeechConfig(backend=sp.backend, model_path=sp.model_path, device=sp.device,
                           compute_type=sp.compute_type, language=sp.language, beam_size=sp.beam_size, vad=sp.vad,
                           batch_size=sp.batch_size)
     return Transcriber(Media(max_duration_s=sp.max_hours * 3600), config, workers=sp.workers,
-                       piece_seconds=sp.piece_seconds, diarize=sp.diarize, max_speakers=sp.max_speakers)
+                       piece_seconds=sp.piece_seconds, diarize=sp.diarize, max_speakers=sp.max_speakers,
+                       observer=observer)
 
 
 def build_generator(settings: Settings, *, adapter: Path | None = None) -> Generator | None:
@@ -313,8 +321,9 @@ def build_adapter_loop(settings: Settings, engine: Engine, *, feedback: bool = T
 
 
 def build_retrain_scheduler(settings: Settings, engine: Engine, *, background: bool):
-    """The nightly retraining check (ops/scheduler.py): settles a running canary, then retrains when
-    enough new ratings arrived (IMP_TRAIN__MIN_NEW_FEEDBACK) or the drift check asked for it."""
+    """The scheduled jobs (ops/scheduler.py): the nightly retraining check, which settles a running canary,
+    then retrains when enough new ratings arrived (IMP_TRAIN__MIN_NEW_FEEDBACK) or the drift check asked for it;
+    the drift check every IMP_MONITOR__INTERVAL_S; the retention purge on IMP_RETENTION__CRON."""
     from core.store.claims import ClaimStore
     from ops.scheduler import RetrainPolicy, build_scheduler, ratings_counter
 
@@ -331,9 +340,73 @@ def build_retrain_scheduler(settings: Settings, engine: Engine, *, background: b
         return done | {k: v for k, v in outcome.to_json().items()
                        if k in ("run_id", "version", "metrics", "promoted", "reason", "served_as")}
 
+    drift = build_drift_check(settings, engine)
+
+    def drift_check() -> dict:
+        report = drift.run()
+        return {"drifted": report.drifted, "alerts": [f"{a.signal} {a.event}" for a in report.alerts],
+                "retrain_requested": report.retrain_requested is not None, "seconds": report.seconds}
+
     return build_scheduler(settings.scheduler, settings.database_url, claims=ClaimStore(engine.registry),
                            policy=RetrainPolicy(settings.train.min_new_feedback), retrain=retrain,
-                           count_new_ratings=ratings_counter(engine), background=background)
+                           count_new_ratings=ratings_counter(engine), background=background,
+                           drift_check=drift_check, drift_interval_s=settings.monitor.interval_s,
+                           purge=build_purge(settings, engine), purge_cron=settings.retention.cron)
+
+
+# -- monitoring (ops/monitor) ----------------------------------------------------------
+
+
+def build_alerter(settings: Settings):
+    """Where drift alerts go: the webhook and/or the Slack channel (IMP_MONITOR__ALERT_*); none when unset."""
+    from ops.monitor.alerts import Alerter, SlackChannelNotifier, WebhookNotifier
+
+    m, notifiers, problems = settings.monitor, [], []
+    if m.alert_webhook_url is not None and m.alert_webhook_url.get_secret_value():
+        notifiers.append(WebhookNotifier(m.alert_webhook_url.get_secret_value()))
+    if m.alert_channel:
+        if settings.slack.bot_token is None:
+            problems.append("IMP_MONITOR__ALERT_CHANNEL is set but IMP_SLACK__BOT_TOKEN is not")
+            logging.getLogger(__name__).warning("drift alerts cannot reach %s: IMP_SLACK__BOT_TOKEN is not set",
+                                                m.alert_channel)
+        else:
+            notifiers.append(SlackChannelNotifier(settings.slack.bot_token.get_secret_value(), m.alert_channel,
+                                                  settings.slack.api_url))
+    return Alerter(notifiers, problems=problems)
+
+
+def build_drift_check(settings: Settings, engine: Engine):
+    """The drift check (ops/monitor/check.py) over this engine's database, embedding questions with its
+    served embedder; thresholds and alert destinations from IMP_MONITOR__*."""
+    from ops.monitor.check import DriftCheck
+    from ops.monitor.drift import DriftConfig
+
+    m = settings.monitor
+    config = DriftConfig(mmd_p_value=m.mmd_p_value, permutations=m.permutations, down_rate_rise=m.down_rate_rise,
+                         abstain_rate_rise=m.abstain_rate_rise, best_similarity_drop=m.best_similarity_drop,
+                         latency_p95_ms=m.latency_p95_ms, ingest_failure_rate=m.ingest_failure_rate)
+    return DriftCheck(engine.registry, engine.embed_questions, config, window=m.window,
+                      alerter=build_alerter(settings), retrain_on_drift=m.retrain_on_drift)
+
+
+# -- retention (core/store/retention.py, ops/retention.py) ----------------------------
+
+
+def build_retention(settings: Settings, registry: DocumentRegistry | None = None):
+    """Legal holds and the purge over the registry's database and the data folder's stored uploads."""
+    from core.store.retention import Retention
+
+    return Retention(registry or DocumentRegistry(settings.database_url), settings.data_dir / "files")
+
+
+def build_purge(settings: Settings, engine: Engine, *, on_purged=None):  # noqa: ANN001 - ops.retention.OnPurged
+    """The scheduled purge (IMP_RETENTION__CRON): a callable that removes what is older than
+    IMP_RETENTION__DAYS and returns what it did as a dict, never raising (ops/retention.py).
+    ``on_purged`` receives the counts per kind after each real purge."""
+    from ops.retention import run_purge
+
+    retention = build_retention(settings, engine.registry)
+    return lambda: run_purge(retention, days=settings.retention.days, on_purged=on_purged)
 
 
 def _slug(model_id: str) -> str:

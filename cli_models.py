@@ -264,7 +264,8 @@ def _switch_text(report) -> str:  # noqa: ANN001 - core.models.SwitchReport
 
 
 def worker() -> None:
-    """Run scheduled jobs: the nightly retraining check (IMP_SCHEDULER__RETRAIN_CRON), until stopped."""
+    """Run scheduled jobs until stopped: the retraining check (IMP_SCHEDULER__RETRAIN_CRON), the drift check
+    (every IMP_MONITOR__INTERVAL_S) and the retention purge (IMP_RETENTION__CRON)."""
     import signal
 
     from cli import _engine, _settings_or_exit
@@ -277,7 +278,8 @@ def worker() -> None:
         engine.close()
         _fail(e)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    err.print(f"IMP worker: retraining check on '{escape(settings.scheduler.retrain_cron)}' "
+    err.print(f"IMP worker: retraining check on '{escape(settings.scheduler.retrain_cron)}', drift check every "
+              f"{settings.monitor.interval_s} s, retention purge on '{escape(settings.retention.cron)}' "
               f"({escape(settings.scheduler.timezone)}). Ctrl-C stops it.", highlight=False)
     try:
         scheduler.start()  # blocks until shutdown

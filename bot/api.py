@@ -48,7 +48,8 @@ def _error(status: int, code: str, detail: str, headers: Mapping[str, str] | Non
 def create_app(engine: Engine, *, api_token: SecretStr | None = None,
                tokens: Mapping[str, Collection[str] | None] | None = None,
                allowed_hosts: Collection[str] | None = None, upload_limit: int | None = None,
-               gates: Mapping[str, Gate] | None = None, slack: SlackBot | None = None) -> FastAPI:
+               gates: Mapping[str, Gate] | None = None, slack: SlackBot | None = None,
+               metrics: Metrics | None = None) -> FastAPI:
     """The REST API; with ``slack``, also Slack's event, command and interaction endpoints.
 
     ``tokens`` maps each bearer token to the scopes it opens (None or ["*"]: all);
@@ -57,6 +58,8 @@ def create_app(engine: Engine, *, api_token: SecretStr | None = None,
     an upload request's body (default: the engine's largest file plus multipart overhead).
     ``gates``: admission gates by class of work ("search", "answer", "ingest"); a request whose
     gate is full gets 503 with Retry-After. None or a missing class: not gated.
+    ``metrics``: where /metrics counts (default: a registry of this app's own); it observes the
+    engine while the app runs, so answers, ratings and documents are counted whichever door they came in by.
     """
 
     @asynccontextmanager
@@ -67,11 +70,15 @@ def create_app(engine: Engine, *, api_token: SecretStr | None = None,
         yield
         if slack is not None:
             slack.close()
+        engine.remove_observer(metrics.observer)
         engine.close()
 
     app = FastAPI(title="IMP", version="0.1.0", lifespan=lifespan,
                   description="Ingest company documents and recordings and search them, with citations.")
-    metrics = Metrics()
+    metrics = metrics if metrics is not None else Metrics()
+    engine.add_observer(metrics.observer)  # answers, ratings, documents and stage timings, from every front door
+    metrics.watch_models(engine.served_models)
+    metrics.watch_drift(engine.drift_summary)
     app.state.engine = engine
     app.state.metrics = metrics
 

@@ -353,6 +353,40 @@ class SchedulerSettings(BaseModel):
     timezone: str = "UTC"
 
 
+class MonitorSettings(BaseModel):
+    """Monitoring (ops/monitor): the drift check, its thresholds, and where alerts go."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    # How often the scheduler runs the drift check (seconds); the check compares the newest ``window``
+    # questions with the ``window`` before them.
+    interval_s: int = Field(default=3600, ge=60, le=7 * 86400)
+    window: int = Field(default=200, ge=10, le=100_000)
+    # Permutation p-value below which the query-embedding MMD counts as drift, and its permutations.
+    mmd_p_value: float = Field(default=0.01, gt=0.0, lt=1.0)
+    permutations: int = Field(default=200, ge=20, le=10_000)
+    # Rises (newest window minus the one before) that count as drift, besides a significant test.
+    down_rate_rise: float = Field(default=0.10, ge=0.0, le=1.0)
+    abstain_rate_rise: float = Field(default=0.10, ge=0.0, le=1.0)
+    best_similarity_drop: float = Field(default=0.05, ge=0.0, le=1.0)
+    # Absolute thresholds of the plan: answer latency p95 and the share of failed ingests.
+    latency_p95_ms: float = Field(default=500.0, gt=0)
+    ingest_failure_rate: float = Field(default=0.005, ge=0.0, le=1.0)
+    # A Slack incoming-webhook-compatible URL (POST {"text": ...}) and/or a Slack channel id for alerts.
+    alert_webhook_url: SecretStr | None = None
+    alert_channel: str | None = None
+    # A drifted signal asks the scheduled retraining to run at its next window (ops/scheduler.py).
+    retrain_on_drift: bool = True
+
+
+class RetentionSettings(BaseModel):
+    """How long answers, feedback, uploads and transcripts are kept (scopes under legal hold are kept)."""
+
+    days: int = Field(default=90, ge=1, le=36500)
+    # Cron expression of the purge job (minute hour day month weekday), in the scheduler's time zone.
+    cron: str = "30 3 * * *"
+
+
 def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("imp", appauthor=False))
 
@@ -379,6 +413,8 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = MlflowSettings()
     models: ModelsSettings = ModelsSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    monitor: MonitorSettings = MonitorSettings()
+    retention: RetentionSettings = RetentionSettings()
     log_level: str = "WARNING"
 
     @property

@@ -28,8 +28,10 @@ from core.models import (
 from core.speech.transcriber import Progress as TranscribeProgress
 from core.speech.transcriber import Transcriber
 from core.jobs import JobRunner, Outcome, Reporter
+from core.observe import Observer, Observers, timed
 from core.store.feedback import FeedbackStore
 from core.store.jobs import JobStore
+from core.store.monitor_read import DriftSummary, drift_summary
 from core.store.served import ADAPTER, BASE, CHALLENGER, CHAMPION, EMBEDDER, SLOTS, ServedModels
 from core.store.registry import DocumentRegistry
 from core.store.transcripts import TranscriptStore
@@ -74,8 +76,11 @@ class Engine:
                  feedback: FeedbackStore | None = None, closers: Sequence[Callable[[], None]] = (),
                  max_file_bytes: int = 200 << 20, max_media_bytes: int = 4 << 30,
                  max_queued_jobs: int | None = None, serving: ServingSet | None = None,
-                 served: ServedModels | None = None):
+                 served: ServedModels | None = None, observers: Observers | None = None):
+        """``observers``: the one the components were built with (core.observe), which front doors
+        add their metrics to; without it, only what the engine itself does is reported."""
         self.registry = registry
+        self._observers = observers if observers is not None else Observers()
         self._serving = serving  # the served embedders (core.index.serving)
         self._served = served  # the pointer table, also of models served by a restart (the answer adapter)
         self._pipeline = pipeline
@@ -129,6 +134,7 @@ class Engine:
             staged = self._uploads.stage(filename, stream, document_id(scope, source))
         except (InvalidRequest, DocumentTooLarge) as e:
             shown = filename if isinstance(e, InvalidRequest) else source  # an unsafe name is not a source
+            self._observers.ingested(IngestStatus.FAILED.value, "unknown")  # refused before it was read
             return IngestResult(document_id(scope, source), shown, IngestStatus.FAILED, error=e.detail,
                                 error_code=e.code)
         return self._ingest_staged(staged, scope, source, on_step)
@@ -150,6 +156,7 @@ class Engine:
         except (InvalidRequest, DocumentTooLarge) as e:
             result = {"doc_id": doc_id, "source": source, "status": IngestStatus.FAILED.value, "chunks": 0,
                       "error": e.detail, "error_code": e.code}
+            self._observers.ingested(IngestStatus.FAILED.value, "unknown")  # refused before it was read
             return self._runner().failed("ingest", scope, source, error=e.detail, result=result, doc_id=doc_id)
         try:
             return self._runner().submit("ingest", scope, source, doc_id=doc_id,
@@ -306,7 +313,8 @@ class Engine:
     def _draft(self, meeting: Meeting, progress: MinutesProgress | None) -> Minutes:
         if self._drafter is None:
             raise BackendError("minutes are not configured in this engine")
-        return self._drafter.draft(meeting, progress)
+        with timed(self._observers, "minutes"):
+            return self._drafter.draft(meeting, progress)
 
     def submit_minutes(self, *, filename: str | None = None, stream: BinaryIO | None = None,
                        doc_id: str | None = None, scope: str = DEFAULT_SCOPE) -> Job:
@@ -387,8 +395,11 @@ class Engine:
         """Store a 👍 (1) or 👎 (-1) on an answer; False when that person's same rating is already there."""
         if self._feedback is None:
             raise BackendError("feedback is not kept by this engine")
-        self.answer(feedback.answer_id)  # NotFound for an answer IMP never gave
-        return self._feedback.record(feedback)
+        rated = self.answer(feedback.answer_id)  # NotFound for an answer IMP never gave
+        recorded = self._feedback.record(feedback)
+        if recorded:
+            self._observers.rated(feedback.rating, rated.model)
+        return recorded
 
     def retract_feedback(self, answer_id: str, user: str, rating: int, source: str = "slack") -> bool:
         if self._feedback is None:
@@ -428,6 +439,26 @@ class Engine:
     @property
     def model_id(self) -> str:
         return self._answerer.model_id
+
+    def embed_questions(self, questions: Sequence[str]) -> Sequence[Sequence[float]]:
+        """Vectors of ``questions`` by the champion embedder, as search embeds them (a numpy array of
+        L2-normalised rows): the drift check (ops/monitor) compares windows of questions with them."""
+        if self._serving is None:
+            raise BackendError("this engine has no served embedder")
+        return self._serving.snapshot().champion.embedder.embed(list(questions))
+
+    # -- monitoring ----------------------------------------------------------------
+
+    def add_observer(self, observer: Observer) -> None:
+        """Tell ``observer`` (metrics of a front door) what this engine does from now on (core.observe)."""
+        self._observers.add(observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        self._observers.remove(observer)
+
+    def drift_summary(self) -> DriftSummary:
+        """The latest drift check's score per signal and the alerts raised per signal (ops/monitor writes them)."""
+        return drift_summary(self.registry)
 
     @staticmethod
     def _scopes(scopes: list[str] | None) -> list[str]:
@@ -517,3 +548,4 @@ class Engine:
             if m.name == name:
                 counts.setdefault(m.version, (0, 0))
         return counts
+

@@ -312,6 +312,8 @@ class Answer:
     # ("base" or a registry version such as "3"), and the answer adapter's version (None: no adapter in play).
     embedder: str | None = None
     adapter: str | None = None
+    # Cosine similarity of the best retrieved chunk (None: keyword search only, or nothing retrieved).
+    best_similarity: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

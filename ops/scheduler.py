@@ -1,4 +1,11 @@
-"""Retraining on a schedule: APScheduler 3.x in `imp worker`, or inside `imp serve` when enabled.
+"""Scheduled jobs: APScheduler 3.x in `imp worker`, or inside `imp serve` when enabled.
+
+Three jobs, each claimed per window so that of several replicas exactly one runs it:
+the retraining check on ``IMP_SCHEDULER__RETRAIN_CRON`` (described below), the drift check
+(ops/monitor) every ``IMP_MONITOR__INTERVAL_S`` (intervals aligned to the epoch, so every
+replica fires at the same moments and names the same window), and the retention purge on
+``IMP_RETENTION__CRON``. The drift check and the purge are callables handed in by app.py;
+a job whose callable is not given is not scheduled (and a stored one is removed).
 
 On each fire of ``IMP_SCHEDULER__RETRAIN_CRON`` the job claims the fire's window
 (``core.store.claims``: of several replicas exactly one runs it), decides whether a
@@ -9,9 +16,10 @@ into APScheduler: failures are logged and recorded, and the next window tries ag
 The job store is the registry's database (``SQLAlchemyJobStore``), so a restarted
 replica finds the job and its next run time, and runs a fire it missed while down
 (within the misfire grace time). APScheduler pickles a stored job's callable as
-"module:function" text, so the job is the module-level ``scheduled_retrain``: what it
-needs (claims, the training callable, the rating counter) is the live context that the
-started scheduler registered in this process, never pickled.
+"module:function" text, so the jobs are module-level functions (``scheduled_retrain``,
+``scheduled_drift_check``, ``scheduled_purge``): what they need (claims, the training,
+drift and purge callables, the rating counter) is the live context that the started
+scheduler registered in this process, never pickled.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 
 from core.errors import InvalidRequest
 from core.models import Feedback
@@ -52,9 +61,16 @@ RETRAIN = "retrain"  # the claimed job's name, and the name the drift check requ
 JOB_ID = "imp-retrain"  # the APScheduler job's id in the persisted job store
 JOB_REF = "ops.scheduler:scheduled_retrain"
 DEFAULT_MISFIRE_GRACE_S = 3600
+DRIFT = "drift-check"  # claimed job names of the drift check and the retention purge
+DRIFT_JOB_ID, DRIFT_JOB_REF = "imp-drift-check", "ops.scheduler:scheduled_drift_check"
+PURGE = "retention-purge"
+PURGE_JOB_ID, PURGE_JOB_REF = "imp-retention-purge", "ops.scheduler:scheduled_purge"
+# Drift-check intervals count from here, so every replica's trigger fires at the same moments.
+_INTERVAL_ANCHOR = datetime(2024, 1, 1, tzinfo=UTC)
 
 CountNewRatings = Callable[[datetime | None], int]
 Retrain = Callable[[str], dict]
+Job = Callable[[], dict]
 
 
 class ScheduleSettings(Protocol):
@@ -159,6 +175,32 @@ def _run_claimed(claims: ClaimStore, window: str, count_new_ratings: CountNewRat
     return {"status": "trained", "reason": why, "result": result}
 
 
+def run_claimed_window(claims: ClaimStore, job: str, owner: str, window: str, run: Job) -> dict[str, Any]:
+    """Run ``run`` for ``window`` of ``job`` if this replica claims it; never raises.
+
+    Returns the outcome: ``status`` is "taken" (another replica has the window), "done" (with
+    the ``result``) or "failed"; all but "taken" are recorded on the claim.
+    """
+    base = {"job": job, "window": window, "owner": owner}
+    try:
+        if not claims.claim(job, window, owner):
+            log.info("%s window %s is another replica's", job, window)
+            return {**base, "status": "taken", "reason": "another replica claimed this window"}
+    except Exception as e:
+        log.exception("could not claim %s window %s", job, window)
+        return {**base, "status": "failed", "reason": "could not claim the window", "error": _error(e)}
+    try:
+        outcome = {**base, "status": "done", "result": run()}
+    except Exception as e:
+        log.exception("%s failed (window %s)", job, window)
+        outcome = {**base, "status": "failed", "error": _error(e)}
+    try:
+        claims.finish(job, window, json.dumps(outcome, default=str), owner=owner)
+    except Exception:
+        log.exception("could not record the outcome of %s window %s: %s", job, window, outcome)
+    return outcome
+
+
 def _error(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
@@ -191,7 +233,7 @@ def _crontab_weekdays(field: str) -> str:
     return ",".join(_WEEKDAYS[d] for d in sorted(set(days)))
 
 
-def parse_schedule(cron: str, timezone: str) -> CronTrigger:
+def parse_schedule(cron: str, timezone: str, *, setting: str = "IMP_SCHEDULER__RETRAIN_CRON") -> CronTrigger:
     """The trigger of a standard 5-field crontab line in ``timezone``; InvalidRequest naming the setting."""
     try:
         zone = ZoneInfo(timezone)
@@ -204,7 +246,21 @@ def parse_schedule(cron: str, timezone: str) -> CronTrigger:
         fields[4] = _crontab_weekdays(fields[4])
         return CronTrigger.from_crontab(" ".join(fields), timezone=zone)
     except ValueError as e:
-        raise InvalidRequest(f"IMP_SCHEDULER__RETRAIN_CRON: invalid cron expression {cron!r}: {e}") from e
+        raise InvalidRequest(f"{setting}: invalid cron expression {cron!r}: {e}") from e
+
+
+def interval_trigger(interval_s: int) -> IntervalTrigger:
+    """Every ``interval_s`` seconds, counted from a fixed moment (the same fire times on every replica)."""
+    if interval_s < 1:
+        raise InvalidRequest(f"IMP_MONITOR__INTERVAL_S: an interval of at least 1 second, not {interval_s}")
+    return IntervalTrigger(seconds=interval_s, start_date=_INTERVAL_ANCHOR, timezone=UTC)
+
+
+def interval_window(interval_s: int, now: datetime) -> str:
+    """The interval a run at ``now`` serves: its start, in UTC (every replica computes the same text)."""
+    elapsed = (_utc(now) - _INTERVAL_ANCHOR).total_seconds()
+    start = _INTERVAL_ANCHOR + timedelta(seconds=(elapsed // interval_s) * interval_s)
+    return start.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def window_for(trigger: CronTrigger, now: datetime, lookback: timedelta) -> str:
@@ -235,6 +291,10 @@ class _Context:
     policy: RetrainPolicy
     trigger: CronTrigger
     lookback: timedelta
+    drift: Job | None = None
+    drift_interval_s: int = 3600
+    purge: Job | None = None
+    purge_trigger: CronTrigger | None = None
 
 
 _live: _Context | None = None
@@ -256,24 +316,62 @@ def scheduled_retrain() -> dict[str, Any] | None:
         return None
 
 
+def scheduled_drift_check() -> dict[str, Any] | None:
+    """The stored job: the drift check of the interval that just began, with the live context."""
+    context = _live
+    if context is None or context.drift is None:
+        log.error("the drift-check job fired, but no scheduler of this process runs drift checks")
+        return None
+    try:
+        window = interval_window(context.drift_interval_s, datetime.now(UTC))
+        return run_claimed_window(context.claims, DRIFT, context.owner, window, context.drift)
+    except Exception:
+        log.exception("the scheduled drift check failed")
+        return None
+
+
+def scheduled_purge() -> dict[str, Any] | None:
+    """The stored job: the retention purge of the window that just fired, with the live context."""
+    context = _live
+    if context is None or context.purge is None or context.purge_trigger is None:
+        log.error("the retention job fired, but no scheduler of this process runs the purge")
+        return None
+    try:
+        window = window_for(context.purge_trigger, datetime.now(UTC), context.lookback)
+        return run_claimed_window(context.claims, PURGE, context.owner, window, context.purge)
+    except Exception:
+        log.exception("the scheduled retention purge failed")
+        return None
+
+
 def build_scheduler(settings: ScheduleSettings, url: str, *, claims: ClaimStore, policy: RetrainPolicy,
                     retrain: Retrain, count_new_ratings: CountNewRatings, owner: str | None = None,
-                    background: bool, misfire_grace_s: int = DEFAULT_MISFIRE_GRACE_S) -> BaseScheduler:
-    """A scheduler (not started) that runs the retraining check on ``settings.retrain_cron``.
+                    background: bool, misfire_grace_s: int = DEFAULT_MISFIRE_GRACE_S,
+                    drift_check: Job | None = None, drift_interval_s: int = 3600,
+                    purge: Job | None = None, purge_cron: str | None = None) -> BaseScheduler:
+    """A scheduler (not started) that runs the retraining check on ``settings.retrain_cron``, and the
+    ``drift_check`` every ``drift_interval_s`` and the retention ``purge`` on ``purge_cron`` (in
+    ``settings.timezone``) when they are given.
 
     ``url`` is the registry's database, which keeps the job store. ``background``: a
     BackgroundScheduler (inside `imp serve`) rather than a BlockingScheduler (`imp worker`,
     whose ``start()`` returns only at shutdown). Raises InvalidRequest for a bad cron
-    expression or time zone.
+    expression, time zone or interval.
     """
     trigger = parse_schedule(settings.retrain_cron, settings.timezone)
+    purge_trigger = None
+    if purge is not None:
+        purge_trigger = parse_schedule(purge_cron or "30 3 * * *", settings.timezone, setting="IMP_RETENTION__CRON")
+    drift_trigger = interval_trigger(drift_interval_s) if drift_check is not None else None
     context = _Context(claims=claims, owner=owner or default_owner(), count_new_ratings=count_new_ratings,
                        retrain=retrain, policy=policy, trigger=trigger,
-                       lookback=timedelta(seconds=misfire_grace_s + 600))
+                       lookback=timedelta(seconds=misfire_grace_s + 600), drift=drift_check,
+                       drift_interval_s=drift_interval_s, purge=purge, purge_trigger=purge_trigger)
     cls = BackgroundScheduler if background else BlockingScheduler
     scheduler = cls(
         jobstores={"default": SQLAlchemyJobStore(engine=make_sql_engine(url))},
-        executors={"default": ThreadPoolExecutor(max_workers=1)},
+        # A thread per job: an hours-long training never holds up the drift check.
+        executors={"default": ThreadPoolExecutor(max_workers=1 + (drift_check is not None) + (purge is not None))},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": misfire_grace_s},
         timezone=trigger.timezone,
     )
@@ -289,29 +387,41 @@ def build_scheduler(settings: ScheduleSettings, url: str, *, claims: ClaimStore,
             if _live is not None and _live is not context:
                 log.warning("a second retraining scheduler started in this process; it replaces the first")
             _live = context
-        _schedule(scheduler, trigger, misfire_grace_s)
+        _schedule(scheduler, JOB_ID, JOB_REF, "retrain when due", trigger, misfire_grace_s)
+        _schedule(scheduler, DRIFT_JOB_ID, DRIFT_JOB_REF, "drift check", drift_trigger,
+                  min(misfire_grace_s, drift_interval_s))
+        _schedule(scheduler, PURGE_JOB_ID, PURGE_JOB_REF, "retention purge", purge_trigger, misfire_grace_s)
 
     scheduler.add_listener(on_event, EVENT_SCHEDULER_STARTED | EVENT_SCHEDULER_SHUTDOWN)
     return scheduler
 
 
-def _schedule(scheduler: BaseScheduler, trigger: CronTrigger, misfire_grace_s: int) -> None:
-    """Store the job; a stored one with the same schedule keeps its next run time, so a missed fire runs."""
+def _schedule(scheduler: BaseScheduler, job_id: str, ref: str, name: str,
+              trigger: CronTrigger | IntervalTrigger | None, misfire_grace_s: int) -> None:
+    """Store a job (or, with no trigger, remove a stored one); a stored one with the same schedule keeps
+    its next run time, so a missed fire runs."""
     try:
-        stored = scheduler.get_job(JOB_ID)
+        stored = scheduler.get_job(job_id)
     except Exception:  # unreadable (another APScheduler's pickle): replaced below
-        log.warning("the stored retraining job could not be read; replacing it", exc_info=True)
+        log.warning("the stored %s job could not be read; replacing it", name, exc_info=True)
         stored = None
+    if trigger is None:
+        if stored is not None:
+            try:
+                scheduler.remove_job(job_id)
+                log.info("%s is not configured in this process: its stored job was removed", name)
+            except Exception:
+                log.exception("could not remove the stored %s job", name)
+        return
     keep = {}
     if (stored is not None and stored.next_run_time is not None and str(stored.trigger) == str(trigger)
             and str(stored.trigger.timezone) == str(trigger.timezone)):
         keep["next_run_time"] = stored.next_run_time
     try:
-        job = scheduler.add_job(JOB_REF, trigger=trigger, id=JOB_ID, name="retrain when due",
-                                replace_existing=True, coalesce=True, max_instances=1,
-                                misfire_grace_time=misfire_grace_s, **keep)
+        job = scheduler.add_job(ref, trigger=trigger, id=job_id, name=name, replace_existing=True, coalesce=True,
+                                max_instances=1, misfire_grace_time=misfire_grace_s, **keep)
     except Exception:
-        log.exception("could not schedule the retraining job")
+        log.exception("could not schedule the %s job", name)
         return
-    log.info("retraining check scheduled (%s, %s); next run %s%s", trigger, trigger.timezone,
+    log.info("%s scheduled (%s, %s); next run %s%s", name, trigger, trigger.timezone,
              job.next_run_time, " (kept from the job store)" if keep else "")

@@ -26,6 +26,7 @@ from core.generate.prompts import Packed, answer_messages, pack_sources, rewrite
 from core.generate.validation import validate
 from core.index.hybrid import Retrieval
 from core.models import Answer, Citation, Hit, Message
+from core.observe import Observer, guarded
 from core.generate.redaction import redact
 from core.store.answers import AnswerLog
 
@@ -53,9 +54,10 @@ class Answerer:
     def __init__(self, search: Search | None, answers: AnswerLog, extractive: ExtractiveWriter, *,
                  generator: Generator | None = None, k: int = 6, min_similarity: float = 0.35,
                  max_new_tokens: int = 256, routed: RoutedSearch | None = None, canary_share: float = 0.0,
-                 canary_seed: int | None = None, adapter: str | None = None):
+                 canary_seed: int | None = None, adapter: str | None = None, observer: Observer | None = None):
         """``routed`` (preferred over ``search``) lets a share of questions, ``canary_share``, go to the
-        challenger embedder; ``adapter`` is the version of the answer adapter ``generator`` runs with."""
+        challenger embedder; ``adapter`` is the version of the answer adapter ``generator`` runs with.
+        ``observer`` is told of each answer given and how long writing its draft took (core.observe)."""
         if routed is None:
             if search is None:
                 raise ValueError("give search or routed")
@@ -71,6 +73,7 @@ class Answerer:
         self._k = k
         self._min_similarity = min_similarity
         self._max_new = max_new_tokens
+        self._observer = guarded(observer)
 
     @property
     def model_id(self) -> str:
@@ -124,6 +127,8 @@ class Answerer:
         else:
             notes.append(f"best match similarity {best:.2f} is below the threshold {self._min_similarity:.2f}")
         generated = time.perf_counter()
+        if best >= self._min_similarity:  # a draft was written (an abstention before writing takes no time)
+            self._observer.stage("generate", generated - retrieved)
         checked = validate(draft, packed.hits, packed.texts)
         answer = Answer(
             answer_id=uuid.uuid4().hex,
@@ -140,8 +145,10 @@ class Answerer:
             notes=notes + packed.notes + checked.notes,
             embedder=retrieval.embedder,
             adapter=self._adapter,
+            best_similarity=round(best, 4) if hits else None,
         )
         self.answers.save(answer, search_query=query)
+        self._observer.answered(answer)
         yield StreamEvent("answer", answer=answer)
 
     def _pack(self, question: str, hits: list[Hit]) -> Packed:

@@ -10,6 +10,7 @@ to it; the keyword side does not depend on the embedder.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,6 +20,7 @@ from core.index.keyword import KeywordIndex
 from core.index.serving import ServingSet
 from core.index.vectors import VectorStore
 from core.models import Hit
+from core.observe import Observer, guarded
 from core.store.registry import DocumentRegistry
 
 log = logging.getLogger(__name__)
@@ -73,10 +75,11 @@ class HybridRetriever:
 
     def __init__(self, registry: DocumentRegistry, vectors: VectorStore | None, keywords: KeywordIndex,
                  embedder: Embedder | None, *, candidates: int = 40, rrf_k: int = 60, keyword_weight: float = 1.0,
-                 doc_weight: float = 0.0, serving: ServingSet | None = None):
+                 doc_weight: float = 0.0, serving: ServingSet | None = None, observer: Observer | None = None):
         """``serving`` gives the served embedders; without it, ``vectors`` and ``embedder`` are the one used.
         ``keyword_weight``: the keyword ranking's weight in the fusion, the dense one's being 1.
-        ``doc_weight``: weight of the document prior added to fused scores in hybrid mode (0: none)."""
+        ``doc_weight``: weight of the document prior added to fused scores in hybrid mode (0: none).
+        ``observer`` is told how long each search and its query embedding took (core.observe)."""
         if keyword_weight < 0 or doc_weight < 0:
             raise ValueError("keyword_weight and doc_weight must not be negative")
         self._registry = registry
@@ -90,6 +93,7 @@ class HybridRetriever:
         self._rrf_k = rrf_k
         self._keyword_weight = keyword_weight
         self._doc_weight = doc_weight
+        self._observer = guarded(observer)
 
     @property
     def _vectors(self) -> VectorStore:
@@ -103,6 +107,12 @@ class HybridRetriever:
     def retrieve(self, query: str, k: int, scopes: list[str], mode: Mode = "hybrid", *,
                  challenger: bool = False) -> Retrieval:
         """Search with the champion's embedder, or the challenger's when asked and one is served."""
+        started = time.perf_counter()
+        retrieval = self._retrieve(query, k, scopes, mode, challenger)
+        self._observer.stage("retrieve", time.perf_counter() - started)
+        return retrieval
+
+    def _retrieve(self, query: str, k: int, scopes: list[str], mode: Mode, challenger: bool) -> Retrieval:
         query = query.strip()
         if not query:
             raise InvalidRequest("the query is empty")
@@ -119,7 +129,10 @@ class HybridRetriever:
         raw: dict[str, float] = {}
         similarity: dict[str, float] = {}
         if mode in ("hybrid", "dense"):
-            dense = served.store.query(served.embedder.embed([query])[0], n, scopes)
+            embedding_started = time.perf_counter()
+            vector = served.embedder.embed([query])[0]
+            self._observer.stage("embed", time.perf_counter() - embedding_started)
+            dense = served.store.query(vector, n, scopes)
             rankings.append([cid for cid, _ in dense])
             weights.append(1.0)
             raw.update(dense)

@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import secrets
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,9 +44,10 @@ from core.index.keyword import KeywordIndex
 from core.index.serving import Served, ServingSet
 from core.index.vectors import VectorStore
 from core.ingest.chunking import Chunker, document_id
-from core.ingest.loaders import LOADER_VERSION, MEDIA, detect_kind, load_file
+from core.ingest.loaders import KINDS, LOADER_VERSION, MEDIA, detect_kind, load_file
 from core.ingest.sandbox import LoaderCrashed, LoaderSandbox
 from core.models import Chunk, DocumentRecord, IngestResult, IngestStatus, LoadedDocument, Segment
+from core.observe import Observer, guarded
 from core.store.leases import WriterBusy, WriterLease
 from core.store.registry import CommitInfo, DocumentRegistry
 
@@ -61,6 +63,9 @@ Progress = Callable[[IngestResult], None]
 # (what, seconds or items done, in all): long steps such as transcription report through this.
 StepProgress = Callable[[str, float, float], None]
 _MEDIA_KINDS = frozenset({"audio", "video"})
+# What an ingested document may be counted as (core.observe): a loader's kind, a recording, or "unknown"
+# (refused before its kind was known). Anything else is counted as "other", so the set stays bounded.
+_COUNTED_KINDS = KINDS | _MEDIA_KINDS | {MEDIA, "unknown"}
 
 _EMBED_BATCH = 128
 SUPERSEDED = "superseded"
@@ -105,11 +110,12 @@ class IngestPipeline:
                  transcriber: Transcriber | None = None, transcripts: TranscriptStore | None = None,
                  max_media_bytes: int = 4 << 30, loader_timeout_s: float = 300.0, loader_max_mb: int = 2048,
                  loader_workers: int = 2, loader_idle_s: float = 60.0, lease_ttl_s: float = 60.0,
-                 serving: ServingSet | None = None, pdf_text: str = "pdfium"):
+                 serving: ServingSet | None = None, pdf_text: str = "pdfium", observer: Observer | None = None):
         """``loader_workers`` = 0 reads documents in this process, without the sandbox's limits;
         a loader process idle for ``loader_idle_s`` exits (the next document starts one).
         ``serving``: the served collections to write to; without it, ``vectors`` alone.
-        ``pdf_text``: what lays out PDF text, "pdfium" or "pypdf" (core.ingest.loaders.pdf)."""
+        ``pdf_text``: what lays out PDF text, "pdfium" or "pypdf" (core.ingest.loaders.pdf).
+        ``observer`` is told of each document ingested, its kind, and how long it and its embedding took."""
         self._registry = registry
         if serving is None:
             if vectors is None:
@@ -130,6 +136,7 @@ class IngestPipeline:
                                        idle_s=loader_idle_s) if loader_workers > 0 else None)
         self._lease_ttl_s = lease_ttl_s
         self._pdf_text = pdf_text
+        self._observer = guarded(observer)
 
     def close(self) -> None:
         """End the loader processes (the next document starts them again)."""
@@ -176,6 +183,14 @@ class IngestPipeline:
     def ingest(self, path: Path, scope: str, *, source: str | None = None,
                stored_path: Path | None = None, on_step: StepProgress | None = None) -> IngestResult:
         """Index one file. Failures are recorded and returned, never raised."""
+        started, kind = time.perf_counter(), ["unknown"]  # the kind, once known (read in the failure case too)
+        result = self._ingest(path, scope, source, stored_path, on_step, kind)
+        self._observer.stage("ingest", time.perf_counter() - started)
+        self._observer.ingested(result.status.value, kind[0] if kind[0] in _COUNTED_KINDS else "other")
+        return result
+
+    def _ingest(self, path: Path, scope: str, source: str | None, stored_path: Path | None,
+                on_step: StepProgress | None, seen_kind: list[str]) -> IngestResult:
         source = source or str(path.resolve())
         doc_id = document_id(scope, source)
         size = 0
@@ -183,13 +198,14 @@ class IngestPipeline:
         try:
             attempt = self._registry.start(doc_id, source, scope)
             size = path.stat().st_size
-            kind = detect_kind(path)
+            kind = seen_kind[0] = detect_kind(path)
             self._check_size(size, kind)
             version = file_version(path)
             chunks_now = self._unchanged(doc_id, attempt, version)
             if chunks_now is not None:
                 return IngestResult(doc_id, source, IngestStatus.UNCHANGED, chunks=chunks_now)
             loaded = self._transcribe(path, on_step) if kind == MEDIA else self._load(path, kind)
+            seen_kind[0] = loaded.kind
             chunks = self.chunker.chunk(loaded.segments, doc_id=doc_id, version=version, source=source, scope=scope)
             if not chunks:
                 raise EmptyDocument("the document holds no text to index")
@@ -264,7 +280,9 @@ class IngestPipeline:
                 for target in targets:
                     key = id(target.embedder)
                     if key not in embedded:
+                        embedding_started = time.perf_counter()
                         embedded[key] = target.embedder.embed(texts)
+                        self._observer.stage("embed", time.perf_counter() - embedding_started)
                     target.store.upsert(part, embedded[key])
             if loaded.transcript is not None and self._transcripts is not None:
                 self._transcripts.save(doc_id, version, loaded.transcript)

@@ -30,6 +30,7 @@ import numpy as np
 from core.errors import BackendError, EmptyDocument
 from core.ingest.media import Media, MediaInfo
 from core.models import SpeechSegment, Transcript
+from core.observe import Observer, guarded, timed
 from core.speech.base import SAMPLE_RATE, SpeechConfig, make_backend
 from core.speech.pieces import Piece, cut_at_silences
 from core.speech.turns import MIN_SPLIT_SECONDS, PieceVoices, VoiceWindow
@@ -143,9 +144,11 @@ class Transcriber:
     """Turns an audio or video file into a Transcript."""
 
     def __init__(self, media: Media, config: SpeechConfig, *, workers: int = 0, piece_seconds: float = 60.0,
-                 diarize: bool = True, max_speakers: int | None = None, split_turns: bool = True):
+                 diarize: bool = True, max_speakers: int | None = None, split_turns: bool = True,
+                 observer: Observer | None = None):
         """``split_turns`` False labels each recogniser segment whole (one embedding of its middle 2 s),
-        as before segments were cut at changes of speaker; kept for bench/diarization.py's comparison."""
+        as before segments were cut at changes of speaker; kept for bench/diarization.py's comparison.
+        ``observer`` is told how long each transcription took (core.observe)."""
         self.media = media
         self._config = config
         self._workers = workers or os.cpu_count() or 1
@@ -154,6 +157,7 @@ class Transcriber:
         self._max_speakers = max_speakers
         self._split_turns = split_turns
         self._inline: PieceWorker | None = None
+        self._observer = guarded(observer)
 
     def _inline_worker(self) -> PieceWorker:
         if self._inline is None:
@@ -173,6 +177,10 @@ class Transcriber:
 
     def transcribe(self, path: Path, progress: Progress | None = None, info: MediaInfo | None = None) -> Transcript:
         """The whole transcript of ``path``; EmptyDocument when nobody speaks in it."""
+        with timed(self._observer, "transcribe"):
+            return self._transcribe(Path(path), progress, info)
+
+    def _transcribe(self, path: Path, progress: Progress | None, info: MediaInfo | None) -> Transcript:
         path = Path(path)
         info = info or self.media.probe(path)
         split = self.media.separate_channels(path, info)

@@ -44,7 +44,7 @@ class AnswerLog:
                 citations=[{"n": c.n, "chunk": _chunk_json(c.chunk)} for c in answer.citations],
                 scopes=list(answer.scopes), model=answer.model, model_version=version or None,
                 timings_ms=dict(answer.timings_ms), notes=list(answer.notes), created_at=answer.created_at,
-                embedder=answer.embedder, adapter=answer.adapter,
+                embedder=answer.embedder, adapter=answer.adapter, best_similarity=answer.best_similarity,
             ))
 
     def visible_sources(self, answer: Answer) -> set[str]:
@@ -63,6 +63,7 @@ class AnswerLog:
                 scopes=list(row.scopes), model=row.model, timings_ms=dict(row.timings_ms),
                 created_at=row.created_at,
                 notes=list(row.notes or []), embedder=row.embedder, adapter=row.adapter,
+                best_similarity=row.best_similarity,
             )
 
     def ratings_by_version(self, model: str) -> dict[str, tuple[int, int]]:

@@ -99,6 +99,8 @@ class AnswerRow(Base):
     # The served versions that produced it (core.index.serving): embedder that retrieved, answer adapter.
     embedder: Mapped[str | None] = mapped_column(String(64), nullable=True)
     adapter: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Cosine similarity of the best retrieved chunk (monitoring: a falling best match is drift).
+    best_similarity: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class TranscriptRow(Base):
@@ -212,6 +214,56 @@ class ServedModelRow(Base):
     model_id: Mapped[str | None] = mapped_column(Text, nullable=True)
     collection: Mapped[str | None] = mapped_column(String(64), nullable=True)
     since: Mapped[datetime] = mapped_column(DateTime)
+
+
+class MonitorCheckRow(Base):
+    """One run of the drift check (ops/monitor): every signal with its score, threshold and verdict."""
+
+    __tablename__ = "monitor_checks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    checked_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    window: Mapped[int] = mapped_column(Integer)
+    # [{"name", "score", "threshold", "p_value", "drifted", "detail"}]
+    signals: Mapped[list] = mapped_column(JSON, default=list)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class AlertRow(Base):
+    """One incident per signal: opened when the signal first trips, resolved when it clears."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    signal: Mapped[str] = mapped_column(String(64), index=True)
+    opened_at: Mapped[datetime] = mapped_column(DateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    score: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    message: Mapped[str] = mapped_column(Text)
+    # Where the opening (and resolving) message went, or why it did not: "webhook", "channel", errors.
+    delivered: Mapped[list] = mapped_column(JSON, default=list)
+
+
+class LegalHoldRow(Base):
+    """A scope under legal hold: retention never purges what belongs to it."""
+
+    __tablename__ = "legal_holds"
+
+    scope: Mapped[str] = mapped_column(String(200), primary_key=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    since: Mapped[datetime] = mapped_column(DateTime)
+
+
+class RetentionRunRow(Base):
+    """One purge: when, the cut-off, and how many of each kind were removed."""
+
+    __tablename__ = "retention_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ran_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    cutoff: Mapped[datetime] = mapped_column(DateTime)
+    purged: Mapped[dict] = mapped_column(JSON, default=dict)  # {"answers": n, "feedback": n, ...}
 
 
 def create_or_upgrade(engine: Engine) -> None:

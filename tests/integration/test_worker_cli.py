@@ -25,14 +25,14 @@ def test_a_bad_cron_is_refused_naming_the_setting(tmp_path):
     assert "IMP_SCHEDULER__RETRAIN_CRON" in err
 
 
-def test_the_worker_stores_its_retraining_job_and_stops_on_sigterm(tmp_path):
+def test_the_worker_stores_its_jobs_and_stops_on_sigterm(tmp_path):
     data = tmp_path / "data"
-    proc = _worker(data, IMP_SCHEDULER__RETRAIN_CRON="30 3 * * *")
+    proc = _worker(data, IMP_SCHEDULER__RETRAIN_CRON="30 3 * * *", IMP_RETENTION__CRON="15 4 * * *")
     try:
         db = data / "imp.sqlite3"
         deadline = time.monotonic() + 120
         jobs: list = []
-        while time.monotonic() < deadline and not jobs:
+        while time.monotonic() < deadline and len(jobs) < 3:
             assert proc.poll() is None, proc.stderr.read()
             if db.exists():
                 try:
@@ -41,9 +41,11 @@ def test_the_worker_stores_its_retraining_job_and_stops_on_sigterm(tmp_path):
                 except sqlite3.OperationalError:  # the table is not there yet
                     pass
             time.sleep(0.5)
-        assert [j[0] for j in jobs] == ["imp-retrain"]
-        next_run = time.gmtime(jobs[0][1])
-        assert (next_run.tm_hour, next_run.tm_min) == (3, 30)  # UTC, as IMP_SCHEDULER__TIMEZONE defaults
+        next_runs = {name: time.gmtime(at) for name, at in jobs}
+        assert sorted(next_runs) == ["imp-drift-check", "imp-retention-purge", "imp-retrain"]
+        # UTC, as IMP_SCHEDULER__TIMEZONE defaults
+        assert (next_runs["imp-retrain"].tm_hour, next_runs["imp-retrain"].tm_min) == (3, 30)
+        assert (next_runs["imp-retention-purge"].tm_hour, next_runs["imp-retention-purge"].tm_min) == (4, 15)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0

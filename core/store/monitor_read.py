@@ -1,0 +1,57 @@
+"""Reading the drift monitor's state for metrics: the latest check's scores, and alerts raised per signal.
+
+Read-only: the drift check (ops/monitor) writes ``monitor_checks`` and ``alerts``.
+Signal names become metric labels, so only short identifier-like names are
+returned, and at most ``MAX_SIGNALS`` of them: a malformed row never grows the
+metrics without bound.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import NamedTuple
+
+from sqlalchemy import func, select
+
+from core.store.registry import DocumentRegistry
+from core.store.schema import AlertRow, MonitorCheckRow
+
+MAX_SIGNALS = 32
+_SIGNAL = re.compile(r"[a-z][a-z0-9_.:-]{0,63}")
+
+
+class DriftSummary(NamedTuple):
+    """``scores``: the latest check's score per signal; ``alerts``: incidents opened per signal, ever."""
+
+    scores: dict[str, float]
+    alerts: dict[str, int]
+
+
+def drift_summary(registry: DocumentRegistry) -> DriftSummary:
+    """The latest drift check's scores and the alert counts; empty before the first check."""
+    with registry.session() as s:
+        signals = s.scalars(select(MonitorCheckRow.signals)
+                            .order_by(MonitorCheckRow.checked_at.desc(), MonitorCheckRow.id.desc()).limit(1)).first()
+        counted = s.execute(select(AlertRow.signal, func.count()).group_by(AlertRow.signal)
+                            .order_by(AlertRow.signal)).all()
+    alerts = [(name, int(n)) for name, n in counted if _named(name)][:MAX_SIGNALS]
+    return DriftSummary(_scores(signals), dict(alerts))
+
+
+def _scores(signals: object) -> dict[str, float]:
+    """Each well-formed signal's score ({"name", "score", ...}); anything else in the row is skipped."""
+    scores: dict[str, float] = {}
+    for item in signals if isinstance(signals, list) else []:
+        if len(scores) >= MAX_SIGNALS:
+            break
+        name = item.get("name") if isinstance(item, dict) else None
+        score = item.get("score") if isinstance(item, dict) else None
+        if (_named(name) and isinstance(score, int | float) and not isinstance(score, bool)
+                and math.isfinite(score)):
+            scores[name] = float(score)
+    return scores
+
+
+def _named(name: object) -> bool:
+    return isinstance(name, str) and _SIGNAL.fullmatch(name) is not None

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bot.admission import AdmissionMiddleware, Gate
 from bot.auth import MULTIPART_OVERHEAD, Edge, Tokens
+from bot.dashboard import dashboard_router
 from bot.metrics import Metrics, RequestMetrics
 from bot.routers import ask, documents, feedback, health, jobs, minutes, search
 from bot.schemas import errors, public_error
@@ -98,6 +99,7 @@ def create_app(engine: Engine, *, api_token: SecretStr | None = None,
     grants = dict(tokens or {})
     if api_token is not None:
         grants[api_token.get_secret_value()] = None
+    app.include_router(dashboard_router(grants))  # HTML for people: bearer token or a session cookie
     app.add_middleware(Edge, tokens=Tokens(grants), allowed_hosts=allowed_hosts,
                        upload_limit=upload_limit or engine.max_upload_bytes + MULTIPART_OVERHEAD)
     app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: refusals at the edge are counted too

@@ -39,6 +39,9 @@ MULTIPART_OVERHEAD = 1 << 20  # part headers and form fields around the files of
 UPLOAD_ROUTES = frozenset({("POST", "/v1/documents"), ("POST", "/v1/minutes")})
 OPEN_PATHS = frozenset({"/healthz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 SIGNED_PREFIX = "/slack/"  # Slack signs these; bot/slack/http.py checks the signature and caps the body
+# The dashboard checks a bearer token or its session cookie itself (bot/dashboard): a browser has no token
+# to send, and must get the login form rather than a JSON 401. Host check and body caps still apply here.
+SESSION_PATHS = ("/dashboard", "/dashboard/")
 GRANT_KEY = "imp.grant"
 
 
@@ -165,7 +168,7 @@ class Edge:
         if path.startswith(SIGNED_PREFIX):
             await self.app(scope, receive, send)
             return
-        if path not in OPEN_PATHS:
+        if path not in OPEN_PATHS and not (path == SESSION_PATHS[0] or path.startswith(SESSION_PATHS[1])):
             grant = self._tokens.grant(_bearer(scope)) if self._tokens else ALL
             if grant is None:
                 await _refuse(send, 401, "unauthorized", "missing or wrong bearer token",

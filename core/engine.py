@@ -33,6 +33,7 @@ from core.store.feedback import FeedbackStore
 from core.store.jobs import JobStore
 from core.store.monitor_read import DriftSummary, drift_summary
 from core.store.served import ADAPTER, BASE, CHALLENGER, CHAMPION, EMBEDDER, SLOTS, ServedModels
+from core.store.stats import DashboardData, DashboardStats
 from core.store.registry import DocumentRegistry
 from core.store.transcripts import TranscriptStore
 from core.uploads import UploadStore, check_upload_name
@@ -549,3 +550,13 @@ class Engine:
                 counts.setdefault(m.version, (0, 0))
         return counts
 
+    # -- the dashboard -------------------------------------------------------------
+
+    def dashboard(self, since: datetime, until: datetime, *, scopes: list[str] | None = None) -> DashboardData:
+        """What the dashboard shows for [since, until): activity, latency, ratings, drift, documents, models.
+
+        With ``scopes``, only what belongs to them: documents in them, answers asked in any of them
+        and the ratings of those; drift checks and alerts span every scope, so they are left out.
+        """
+        data = DashboardStats(self.registry).collect(since, until, scopes=scopes)
+        return replace(data, models=self.served_models())

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 
@@ -30,3 +33,22 @@ def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> N
         if time.monotonic() > deadline:
             raise AssertionError(f"{url} did not come up in {timeout:.0f} s")
         time.sleep(0.2)
+
+
+@contextmanager
+def serving(app) -> Iterator[int]:  # noqa: ANN001 - an ASGI app
+    """``app`` on uvicorn in a thread on 127.0.0.1; yields its port."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield server.config.port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -11,41 +11,20 @@ import json
 import os
 import socket
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from bot.api import create_app
 from cli import cli
-from tests.fakes.net import free_port
+from tests.fakes.net import serving
 from tests.fakes.slack_server import FakeSlack
 
 TOKEN = "edge-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@contextmanager
-def serving(app) -> Iterator[int]:
-    """``app`` on uvicorn in a thread on 127.0.0.1; yields its port."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield server.config.port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def _exchange(port: int, head: str, chunks=(), timeout: float = 10.0) -> tuple[int, dict, int]:

@@ -11,15 +11,11 @@ from __future__ import annotations
 import io
 import os
 import re
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from app import build_engine
@@ -30,7 +26,7 @@ from core.config import Settings
 from core.models import Feedback
 from core.store.schema import AlertRow, MonitorCheckRow
 from tests.conftest import SAMPLES
-from tests.fakes.net import free_port
+from tests.fakes.net import serving
 
 ADMIN, TEAM_A = "dash-admin-token-0123456789", "dash-team-a-token-0123456789"
 GRANTS = {ADMIN: ["*"], TEAM_A: ["team-a"]}
@@ -234,22 +230,6 @@ def test_charts_are_bounded_and_escape_their_text():
 # -- in a real browser ----------------------------------------------------------------
 
 
-@contextmanager
-def _serving(app) -> Iterator[int]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield server.config.port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
 def _need_browser() -> None:
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     try:
@@ -296,7 +276,7 @@ def test_the_dashboard_draws_its_charts_in_headless_chromium(world, tmp_path, mo
     monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager: never download a driver or a browser
     monkeypatch.setenv("SE_AVOID_STATS", "true")
     app = create_app(world, tokens=GRANTS, allowed_hosts=["127.0.0.1"])
-    with _serving(app) as port:
+    with serving(app) as port:
         driver = _chromium(tmp_path / "profile")
         try:
             base = f"http://127.0.0.1:{port}"

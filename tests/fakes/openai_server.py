@@ -15,7 +15,9 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.fakes.net import QuietHTTPServer
 
 
 @dataclass
@@ -81,7 +83,7 @@ class FakeOpenAI:
                     self.wfile.flush()
                 self.wfile.write(b"data: [DONE]\n\n")
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = QuietHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 

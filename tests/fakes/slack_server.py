@@ -31,11 +31,12 @@ from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from tests.fakes import slack_api
+from tests.fakes.net import QuietHTTPServer
 
 
 @dataclass
@@ -75,13 +76,13 @@ class FakeSlack:
         self._faults: dict[str, deque[tuple[str, Any]]] = {}
         self._clock_us = 1_700_000_000_000_000
         self._ids = 0
-        self._server: ThreadingHTTPServer | None = None
+        self._server: QuietHTTPServer | None = None
         self.add_user(bot_user_id, "imp", real_name="IMP", is_bot=True)
 
     # ----- lifecycle -----------------------------------------------------------------
     def start(self) -> FakeSlack:
         handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = QuietHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                          daemon=True).start()

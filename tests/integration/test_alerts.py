@@ -10,7 +10,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from pydantic import SecretStr
@@ -19,6 +19,7 @@ from app import build_drift_check
 from core.config import MonitorSettings, SlackSettings
 from core.store.monitor import MonitorStore
 from ops.monitor.drift import DOWN_RATE
+from tests.fakes.net import QuietHTTPServer
 from tests.fakes.slack_server import FakeSlack
 from tests.support.drift_data import AnswerStream, questions, rate
 
@@ -53,7 +54,7 @@ class Webhook:
                 self.end_headers()
                 self.wfile.write(b"ok")
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = QuietHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from core.errors import BackendError
 from core.generate.openai_backend import OpenAIGenerator
 from core.models import Message
+from tests.fakes.net import QuietHTTPServer
 from tests.fakes.openai_server import FakeOpenAI, Reply
 
 ASK = [Message("user", "When does firmware 2.4 ship?")]
@@ -47,7 +48,7 @@ class RawServer:
                 self.end_headers()
                 self.wfile.write(raw)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = QuietHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 

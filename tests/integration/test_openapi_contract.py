@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from schemathesis import GenerationMode
-from schemathesis.specs.openapi.checks import negative_data_rejection
-from schemathesis.core.parameters import ParameterLocation
+
+# Imported at collection, while no test has threads running: pytest rewrites these modules as it imports
+# them, and a background thread formatting a traceback at that moment makes Python 3.11's ast.parse fail
+# (CPython gh-106905). from_asgi would otherwise import it in the middle of the test session.
+import schemathesis.specs.openapi.schemas  # noqa: E402, F401
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from pydantic import SecretStr
+from schemathesis import GenerationMode
+from schemathesis.core.parameters import ParameterLocation
+from schemathesis.specs.openapi.checks import negative_data_rejection
 
 from app import build_engine
 from bot.api import create_app

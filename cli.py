@@ -389,11 +389,13 @@ def feedback(
 from cli_models import models_cli, train_cli, worker  # noqa: E402  (after cli: it reuses cli's helpers)
 from cli_monitor import drift_cli  # noqa: E402  (imp drift check)
 from cli_retention import retention_cli  # noqa: E402  (imp retention purge|hold|release|holds|runs)
+from cli_teams import teams_cli  # noqa: E402  (imp teams manifest)
 
 cli.add_typer(train_cli, name="train")
 cli.add_typer(models_cli, name="models")
 cli.add_typer(drift_cli, name="drift")
 cli.add_typer(retention_cli, name="retention")
+cli.add_typer(teams_cli, name="teams")
 cli.command()(worker)
 
 

@@ -271,6 +271,32 @@ class SlackSettings(BaseModel):
         return v if v.endswith("/") else v + "/"
 
 
+class TeamsSettings(BaseModel):
+    """Microsoft Teams (bot/teams): the bot's Entra ID app registration, and every Microsoft endpoint it
+    trusts or calls, so the whole flow can point at local fakes (tests) or a sovereign cloud."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    app_id: str | None = None  # the bot's Microsoft App ID (client id); Teams is served when set
+    app_password: SecretStr | None = None  # its client secret
+    tenant_id: str | None = None  # single-tenant bots: the tenant; None: multi-tenant ("botframework.com")
+    # Where the signing keys of Bot Framework tokens are published (its jwks_uri gives the keys).
+    openid_metadata_url: str = "https://login.botframework.com/v1/.well-known/openidconfiguration"
+    # Client-credentials endpoint for the bot's own tokens; None: the tenant's Microsoft identity platform endpoint.
+    token_url: str | None = None
+    # Scopes every Teams conversation may answer from besides its own (documents ingested by an admin).
+    company_scopes: list[str] = ["default"]
+
+    @field_validator("app_password")
+    @classmethod
+    def _refuse_placeholder(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or not v.get_secret_value():
+            return None
+        if v.get_secret_value().lower() in _PLACEHOLDERS:
+            raise ValueError("the Teams app password is a placeholder; paste the client secret of the app registration")
+        return v
+
+
 class GateSettings(BaseModel):
     """One class of CPU-bound requests: how many run at once, how many wait, how long one may wait."""
 
@@ -407,6 +433,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = LLMSettings()
     answer: AnswerSettings = AnswerSettings()
     slack: SlackSettings = SlackSettings()
+    teams: TeamsSettings = TeamsSettings()
     admission: AdmissionSettings = AdmissionSettings()
     train: TrainSettings = TrainSettings()
     ray: RaySettings = RaySettings()

@@ -22,9 +22,11 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from tests.fakes.net import QuietHTTPServer
 
 SCOPE = "https://api.botframework.com/.default"
 MAX_BODY = 28_000
@@ -69,12 +71,12 @@ class FakeBotConnector:
         self._faults: dict[str, deque[_Fault]] = {"token": deque(), "connector": deque()}
         self._ids = 0
         self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: QuietHTTPServer | None = None
 
     # ----- lifecycle -----------------------------------------------------------------
     def start(self) -> FakeBotConnector:
         handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = QuietHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self

@@ -27,11 +27,13 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from tests.fakes.net import QuietHTTPServer
 
 ISSUER = "https://api.botframework.com"
 METADATA_PATH = "/v1/.well-known/openidconfiguration"
@@ -92,12 +94,12 @@ class FakeBotIdentity:
         self.body_override: dict[str, bytes] = {}  # path -> raw body served with 200
         self._lock = threading.Lock()
         self._keys: list[KeyPair] = [KeyPair.generate(endorsements=endorsements)]
-        self._server: ThreadingHTTPServer | None = None
+        self._server: QuietHTTPServer | None = None
 
     # -- the service -------------------------------------------------------------------------------------------
     def start(self) -> FakeBotIdentity:
         handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = QuietHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self

@@ -271,16 +271,16 @@ def create_or_upgrade(engine: Engine) -> None:
 
     Only additive changes are made, so an older IMP keeps working on the upgraded database.
     Two processes starting on a new database at once (a CLI beside the server) both try
-    to create the tables; the loser of that race finds them on its next look.
+    to create the tables: each table is created on its own, and one that the other process
+    created first is taken as it is, however many tables there are.
     """
-    for attempt in range(3):
+    for table in Base.metadata.sorted_tables:
         try:
-            Base.metadata.create_all(engine)
-            break
+            table.create(engine, checkfirst=True)
         except DBAPIError:
-            if attempt == 2:
+            if not inspect(engine).has_table(table.name):
                 raise
-            log.info("tables were being created by another process; looking again")
+            log.info("table %s was created by another process meanwhile", table.name)
     existing = inspect(engine)
     quote = engine.dialect.identifier_preparer.quote
     for table in Base.metadata.sorted_tables:

@@ -93,6 +93,8 @@ def create_app(engine: Engine, *, api_token: SecretStr | None = None,
     gates = dict(gates or {})
     metrics.watch_gates(gates)
     metrics.watch_jobs(lambda: engine.pending_jobs)
+    if slack is not None:
+        metrics.watch_slack(lambda: slack.waiting)
     if gates:  # inside the edge: an unauthenticated request never takes a place in a queue
         app.add_middleware(AdmissionMiddleware, gates=gates, classify=_gate_of,
                            on_shed=lambda name: metrics.shed.labels(name).inc())

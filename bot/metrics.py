@@ -56,6 +56,8 @@ class Metrics:
         self._queued = Gauge("imp_gate_waiting", "Requests waiting for a place, by class of work", ["gate"],
                              registry=self.registry)
         self._jobs = Gauge("imp_jobs_pending", "Background jobs waiting or running", registry=self.registry)
+        self._slack_waiting = Gauge("imp_slack_waiting", "Slack questions and commands waiting for an answer worker "
+                                    "(IMP_SLACK__WORKERS)", registry=self.registry)
 
         self.request_duration = Histogram(
             "imp_request_duration_seconds", "HTTP request duration, by route template, method and status",
@@ -98,6 +100,9 @@ class Metrics:
 
     def watch_jobs(self, pending) -> None:  # noqa: ANN001 - a callable returning the number of pending jobs
         self._jobs.set_function(pending)
+
+    def watch_slack(self, waiting) -> None:  # noqa: ANN001 - a callable returning the Slack queue's length
+        self._slack_waiting.set_function(waiting)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

@@ -62,6 +62,11 @@ class SlackBot:
         self.deps = deps
         self._executor = executor
 
+    @property
+    def waiting(self) -> int:
+        """Listener runs (questions, commands) queued for a worker: the executor's backlog."""
+        return self._executor._work_queue.qsize()  # noqa: SLF001 - ThreadPoolExecutor exposes no public count
+
     def start(self) -> None:
         """Begin the follow-up worker (resuming tasks a previous run left open)."""
         self.deps.followups.start()

@@ -115,6 +115,7 @@ def test_answers_ratings_documents_and_stages_are_counted_whichever_door_they_ca
 
     assert value(m, "imp_model_info", name="imp-embedder", version="base", alias="champion") == 1
     assert labelled(m, "imp_model_info") == [{"name": "imp-embedder", "version": "base", "alias": "champion"}]
+    assert m[("imp_slack_waiting", ())] == 0  # the Slack queue's depth is exported; every question was answered
     assert value(m, "imp_jobs_pending") == 0
 
     shown = {v for (_, labels) in m for _, v in labels}

@@ -1,4 +1,4 @@
-"""The Prometheus and Grafana files shipped in ops/: validated by the real promtool, and held to the metrics IMP exports.
+"""The Prometheus and Grafana files shipped in ops/: checked by the real promtool and against the metrics IMP exports.
 
 promtool comes with Debian's ``prometheus`` package (``make test-deps``; CI installs it). Without it
 these tests fail, so a missing tool never passes for a checked rule file; set
@@ -35,6 +35,7 @@ KNOWN_METRICS = {
     "imp_answers_total", "imp_feedback_total", "imp_request_duration_seconds", "imp_stage_duration_seconds",
     "imp_ingest_documents_total", "imp_drift_score", "imp_drift_alerts_total", "imp_model_info",
     "imp_gate_running", "imp_gate_waiting", "imp_jobs_pending", "imp_requests_shed_total",
+    "imp_slack_waiting",
 }
 _METRIC = re.compile(r"\bimp_[a-z_]+")
 _HISTOGRAM_PARTS = ("_bucket", "_sum", "_count")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 # Offline by construction: no model hub, no telemetry, whatever the environment says.
@@ -407,6 +408,31 @@ def build_purge(settings: Settings, engine: Engine, *, on_purged=None):  # noqa:
 
     retention = build_retention(settings, engine.registry)
     return lambda: run_purge(retention, days=settings.retention.days, on_purged=on_purged)
+
+
+def build_registry_reader(settings: Settings):
+    """What the dashboard shows of the model registry: a callable listing every registered version of the
+    embedder and the answer adapter with its aliases, the gate's verdict and the metrics it compared."""
+    from bot.dashboard.registry import RegistryVersion
+    from training.registry import NAMES
+
+    def read() -> list[RegistryVersion]:
+        registry = build_model_registry(settings)
+        return [RegistryVersion(name=name, version=v.version, aliases=tuple(v.aliases), gate=v.tags.get("gate"),
+                                created=_registered_at(v.created),
+                                metrics={k: float(x) for k, x in v.metrics.items()
+                                         if k.startswith(("candidate_", "champion_"))})
+                for name in NAMES for v in registry.versions(name)]
+
+    return read
+
+
+def _registered_at(created: str) -> str:
+    """MLflow's creation time (milliseconds since the epoch, as text) as "YYYY-MM-DD HH:MM" UTC."""
+    try:
+        return datetime.fromtimestamp(int(created) / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return ""
 
 
 def _slug(model_id: str) -> str:

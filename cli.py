@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-from app import build_engine, build_gates, build_retrain_scheduler, build_slack  # first: makes the process offline before any model library loads
+from app import build_engine, build_gates, build_registry_reader, build_retrain_scheduler, build_slack  # first: makes the process offline before any model library loads
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -314,7 +314,7 @@ def serve(
     except ImpError as e:
         _fail(e)
     app = create_app(engine, tokens=tokens, allowed_hosts=settings.api.hosts(host), gates=build_gates(settings),
-                     slack=slack)
+                     slack=slack, model_registry=build_registry_reader(settings))
     scheduler = None
     if settings.scheduler.enabled:  # retraining inside the service (else: run `imp worker` beside it)
         try:

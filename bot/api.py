@@ -7,7 +7,7 @@ sees is ``{code, detail}``; a 5xx detail is a reference to the log line, never t
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from bot.admission import AdmissionMiddleware, Gate
 from bot.auth import MULTIPART_OVERHEAD, Edge, Tokens
 from bot.dashboard import dashboard_router
+from bot.dashboard.registry import RegistryVersion, RegistryView
 from bot.metrics import Metrics, RequestMetrics
 from bot.routers import ask, documents, feedback, health, jobs, minutes, search
 from bot.schemas import errors, public_error
@@ -50,7 +51,8 @@ def create_app(engine: Engine, *, api_token: SecretStr | None = None,
                tokens: Mapping[str, Collection[str] | None] | None = None,
                allowed_hosts: Collection[str] | None = None, upload_limit: int | None = None,
                gates: Mapping[str, Gate] | None = None, slack: SlackBot | None = None,
-               metrics: Metrics | None = None) -> FastAPI:
+               metrics: Metrics | None = None,
+               model_registry: Callable[[], Sequence[RegistryVersion]] | None = None) -> FastAPI:
     """The REST API; with ``slack``, also Slack's event, command and interaction endpoints.
 
     ``tokens`` maps each bearer token to the scopes it opens (None or ["*"]: all);
@@ -61,14 +63,20 @@ def create_app(engine: Engine, *, api_token: SecretStr | None = None,
     gate is full gets 503 with Retry-After. None or a missing class: not gated.
     ``metrics``: where /metrics counts (default: a registry of this app's own); it observes the
     engine while the app runs, so answers, ratings and documents are counted whichever door they came in by.
+    ``model_registry``: reads the registry's versions for the dashboard (in the background, every 5 minutes).
     """
+    registry = RegistryView(model_registry) if model_registry is not None else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         engine.recover_jobs()
         if slack is not None:
             slack.start()
+        if registry is not None:
+            registry.start()
         yield
+        if registry is not None:
+            registry.stop()
         if slack is not None:
             slack.close()
         engine.remove_observer(metrics.observer)
@@ -101,7 +109,8 @@ def create_app(engine: Engine, *, api_token: SecretStr | None = None,
     grants = dict(tokens or {})
     if api_token is not None:
         grants[api_token.get_secret_value()] = None
-    app.include_router(dashboard_router(grants))  # HTML for people: bearer token or a session cookie
+    # HTML for people: bearer token or a session cookie
+    app.include_router(dashboard_router(grants, registry=registry))
     app.add_middleware(Edge, tokens=Tokens(grants), allowed_hosts=allowed_hosts,
                        upload_limit=upload_limit or engine.max_upload_bytes + MULTIPART_OVERHEAD)
     app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: refusals at the edge are counted too

@@ -45,8 +45,9 @@ def _document(title: str, body: str) -> str:
             f"<style>{_STYLE}</style></head><body>{body}</body></html>")
 
 
-def dashboard(data, *, days: int, logout: bool) -> str:  # noqa: ANN001 - DashboardData, reached through the engine
-    """The whole page for ``data``; ``logout`` shows the log-out button (a browser session is in use)."""
+def dashboard(data, *, days: int, logout: bool, registry=None) -> str:  # noqa: ANN001 - DashboardData, RegistryReading
+    """The whole page for ``data``; ``logout`` shows the log-out button (a browser session is in use);
+    ``registry``: the last reading of the model registry (None: not connected to this page)."""
     links = " ".join(f'<a href="/dashboard?days={d}"{" class=on" if d == days else ""}>{d}d</a>' for d in RANGES)
     out = ('<form method="post" action="/dashboard/logout"><button type="submit">Log out</button></form>'
            if logout else "")
@@ -56,7 +57,8 @@ def dashboard(data, *, days: int, logout: bool) -> str:  # noqa: ANN001 - Dashbo
     warn = ('<p class="warn">This range holds more rows than one page reads: the oldest part of it is left out.</p>'
             if data.truncated else "")
     body = "".join(f(data) for f in (panels.activity, panels.latency, panels.ratings, panels.failures,
-                                     panels.documents, panels.models, panels.drift))
+                                     panels.documents))
+    body += panels.models(data, registry) + panels.drift(data)
     return _document("IMP dashboard", head + warn + panels.tiles(data) + f"<main>{body}</main>")
 
 

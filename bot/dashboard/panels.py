@@ -225,13 +225,39 @@ def failures(data) -> str:  # noqa: ANN001
     return _panel(title, body, note)
 
 
-def models(data) -> str:  # noqa: ANN001
-    title = "Models in service"
-    note = ("versions served now (the registry's pointers); their ratings are in the ratings panel. The MLflow "
-            "registry's runs and metrics are not read here (opening it takes seconds): see `imp models` or the "
-            "MLflow UI")
+def models(data, registry=None) -> str:  # noqa: ANN001 - DashboardData, bot.dashboard.registry.RegistryReading
+    title = "Models in service and in the registry"
+    note = "versions served now (the registry's pointers); their ratings are in the ratings panel"
     if not data.models:
-        return _panel(title, empty("no served model recorded: the configured base models answer"), note)
-    rows = [(m.name, m.slot, m.version, m.model_id or "", m.since.strftime("%Y-%m-%d %H:%M") if m.since else "")
-            for m in data.models]
-    return _panel(title, _table(["model", "slot", "version", "model id", "since (UTC)"], rows, numeric_from=9), note)
+        body = empty("no served model recorded: the configured base models answer")
+    else:
+        rows = [(m.name, m.slot, m.version, m.model_id or "", m.since.strftime("%Y-%m-%d %H:%M") if m.since else "")
+                for m in data.models]
+        body = _table(["model", "slot", "version", "model id", "since (UTC)"], rows, numeric_from=9)
+    return _panel(title, body + _registry(registry), note)
+
+
+def _registry(reading) -> str:  # noqa: ANN001 - bot.dashboard.registry.RegistryReading
+    """The MLflow registry's versions with the gate's verdict and the metrics it compared."""
+    head = "<h3>Model registry (MLflow)</h3>"
+    if reading is None:
+        return head + empty("not connected to this page (`imp models` lists the registry)")
+    if reading.hidden:
+        return head + empty("shown to tokens that open every scope")
+    if reading.versions is None:
+        what = f"could not be read ({reading.error})" if reading.error else "being read…"
+        return head + empty(f"the registry {what}")
+    if not reading.versions:
+        return head + empty("no version registered yet: the bundled base models serve")
+
+    def metric(m: dict, key: str) -> str:
+        a, b = m.get(f"champion_{key}"), m.get(f"candidate_{key}")
+        return f"{a:.3f} → {b:.3f}" if isinstance(a, float) and isinstance(b, float) else ""
+
+    rows = [(v.name, v.version, ", ".join(v.aliases), v.gate or "", metric(v.metrics, "hit_at_5"),
+             metric(v.metrics, "mrr_at_10"), v.created) for v in reversed(reading.versions)][:MAX_TABLE_ROWS]
+    age = f"read {reading.age_s:.0f} s ago" if reading.age_s is not None else ""
+    stale = f"; the last refresh failed ({reading.error})" if reading.error else ""
+    caption = f'<p class="note">{escape(age + stale)}; hit@5 and MRR@10 as the gate compared them (champion → candidate)</p>'
+    return head + caption + _table(["model", "version", "aliases", "gate", "hit@5", "MRR@10", "registered"], rows,
+                                   numeric_from=9)

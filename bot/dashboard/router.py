@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from bot.auth import ALL, Grant
 from bot.dashboard import page
+from bot.dashboard.registry import RegistryReading, RegistryView
 from bot.dashboard.session import COOKIE, COOKIE_PATH, Sessions, same_origin
 
 DEFAULT_DAYS = 7
@@ -62,9 +63,10 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def dashboard_router(grants: Mapping[str, Collection[str] | None], *,
+def dashboard_router(grants: Mapping[str, Collection[str] | None], *, registry: RegistryView | None = None,
                      now: Callable[[], datetime] = _now) -> APIRouter:
-    """The dashboard for these tokens (each mapped to its scopes, None: all); no tokens: open, as /v1 is."""
+    """The dashboard for these tokens (each mapped to its scopes, None: all); no tokens: open, as /v1 is.
+    ``registry``: the model registry's versions, read in the background; only all-scope viewers see them."""
     sessions = Sessions(grants)
     router = APIRouter(include_in_schema=False)
 
@@ -86,7 +88,10 @@ def dashboard_router(grants: Mapping[str, Collection[str] | None], *,
         days = days_of(request.query_params.get("days"))
         until = now()
         data = request.app.state.engine.dashboard(until - timedelta(days=days), until, scopes=grant.visible)
-        return _html(page.dashboard(data, days=days, logout=by_cookie))
+        reading = None
+        if registry is not None:
+            reading = registry.reading() if grant.visible is None else RegistryReading.withheld()
+        return _html(page.dashboard(data, days=days, logout=by_cookie, registry=reading))
 
     @router.get("/dashboard/login", response_class=HTMLResponse)
     def login_form(request: Request) -> Response:

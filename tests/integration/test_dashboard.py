@@ -310,3 +310,40 @@ def test_the_dashboard_draws_its_charts_in_headless_chromium(world, tmp_path, mo
             assert not driver.find_elements(By.CSS_SELECTOR, "svg.chart")
         finally:
             driver.quit()
+
+
+# -- the model registry (MLflow) ----------------------------------------------------------------
+
+
+def test_the_registry_versions_and_their_gate_metrics_appear_for_all_scope_viewers(tmp_path, embedder):
+    from app import build_model_registry, build_registry_reader
+    from training.registry import CHAMPION, EMBEDDER
+
+    settings = Settings(data_dir=tmp_path / "data")
+    registry = build_model_registry(settings)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.txt").write_text("pretend weights\n")
+    with registry.run("embedder-train", params={"epochs": 1}) as run:
+        run.metrics({"champion_hit@5": 0.5, "candidate_hit@5": 0.625, "champion_mrr@10": 0.25,
+                     "candidate_mrr@10": 0.375, "loss": 0.1})
+        version = registry.register(EMBEDDER, run, model, tags={"gate": "passed"})
+    registry.set_alias(EMBEDDER, CHAMPION, version)
+
+    engine = build_engine(settings, embedder=embedder)
+    app = create_app(engine, tokens=GRANTS, allowed_hosts=["testserver"],
+                     model_registry=build_registry_reader(settings))
+    with TestClient(app, base_url="http://testserver") as client:  # the lifespan starts the registry reader
+        deadline = time.monotonic() + 60
+        while True:
+            page = client.get("/dashboard", headers={"Authorization": f"Bearer {ADMIN}"}).text
+            if "being read" not in page or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert "Model registry (MLflow)" in page
+        row = re.search(r"<tr><td>imp-embedder</td><td>" + version + r"</td>.*?</tr>", page)
+        assert row, page[page.find("Model registry"):][:2000]
+        assert "champion" in row.group(0) and "passed" in row.group(0)
+        assert "0.500 → 0.625" in row.group(0) and "0.250 → 0.375" in row.group(0)
+        scoped = client.get("/dashboard", headers={"Authorization": f"Bearer {TEAM_A}"}).text
+        assert "shown to tokens that open every scope" in scoped and "0.500 → 0.625" not in scoped

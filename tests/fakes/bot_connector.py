@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from tests.fakes.net import QuietHTTPServer
+from tests.fakes.net import FakeService, QuietHTTPServer
 
 SCOPE = "https://api.botframework.com/.default"
 MAX_BODY = 28_000
@@ -53,7 +53,7 @@ class _Fault:
     retry_after: str | None
 
 
-class FakeBotConnector:
+class FakeBotConnector(FakeService):
     """One fake tenant with its Bot Connector. ``start()`` it or use it as a context manager."""
 
     def __init__(self, app_id: str = "imp-app-id", app_secret: str = "imp-client-secret-value", *,
@@ -74,29 +74,12 @@ class FakeBotConnector:
         self._server: QuietHTTPServer | None = None
 
     # ----- lifecycle -----------------------------------------------------------------
-    def start(self) -> FakeBotConnector:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = QuietHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeBotConnector:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return type("Handler", (_Handler,), {"fake": self})
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "FakeBotConnector is not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}/"
+        return f"http://127.0.0.1:{self.port}/"
 
     @property
     def token_url(self) -> str:

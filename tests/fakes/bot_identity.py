@@ -33,7 +33,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tests.fakes.net import QuietHTTPServer
+from tests.fakes.net import FakeService, QuietHTTPServer
 
 ISSUER = "https://api.botframework.com"
 METADATA_PATH = "/v1/.well-known/openidconfiguration"
@@ -83,7 +83,7 @@ class KeyPair:
         return self.private_key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
 
 
-class FakeBotIdentity:
+class FakeBotIdentity(FakeService):
     """One fake identity service. ``start()`` it (or use it as a context manager); one key to begin with."""
 
     def __init__(self, *, issuer: str = ISSUER, endorsements: Iterable[str] | None = DEFAULT_ENDORSEMENTS) -> None:
@@ -97,29 +97,12 @@ class FakeBotIdentity:
         self._server: QuietHTTPServer | None = None
 
     # -- the service -------------------------------------------------------------------------------------------
-    def start(self) -> FakeBotIdentity:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = QuietHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeBotIdentity:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return type("Handler", (_Handler,), {"fake": self})
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "start() the fake first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def metadata_url(self) -> str:

@@ -9,7 +9,8 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 import httpx
 
@@ -71,3 +72,40 @@ class QuietHTTPServer(ThreadingHTTPServer):
         if isinstance(sys.exc_info()[1], ConnectionError):
             return
         super().handle_error(request, client_address)
+
+
+class FakeService:
+    """What every fake service of ours shares: a QuietHTTPServer on 127.0.0.1 served by a daemon thread,
+    started and stopped by ``with`` (or start/stop). Subclasses give the request handler."""
+
+    _server: QuietHTTPServer | None = None
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+    def _listening(self, server: QuietHTTPServer) -> None:
+        """Called with the bound server before it serves (a TLS fake wraps its socket here)."""
+
+    def start(self) -> Self:
+        server = QuietHTTPServer(("127.0.0.1", 0), self._handler())
+        self._listening(server)
+        self._server = server
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, f"{type(self).__name__} is not started"
+        return self._server.server_address[1]

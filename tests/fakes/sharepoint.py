@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl, quote, urlsplit
 
-from tests.fakes.net import QuietHTTPServer
+from tests.fakes.net import FakeService, QuietHTTPServer
 
 
 @dataclass
@@ -49,7 +49,7 @@ class _Entry:
     secret: str | None = None  # the tempauth a link must carry
 
 
-class FakeFileHost:
+class FakeFileHost(FakeService):
     """A file host on 127.0.0.1. ``start()`` it or use it as a context manager."""
 
     def __init__(self, authorize: Callable[[str | None], bool] | None = None, *,
@@ -63,30 +63,12 @@ class FakeFileHost:
         self._server: QuietHTTPServer | None = None
 
     # ----- lifecycle -----------------------------------------------------------------
-    def start(self) -> FakeFileHost:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = QuietHTTPServer(("127.0.0.1", 0), handler)
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return type("Handler", (_Handler,), {"fake": self})
+
+    def _listening(self, server: QuietHTTPServer) -> None:
         if self.tls is not None:
-            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeFileHost:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "FakeFileHost is not started"
-        return self._server.server_address[1]
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
 
     @property
     def host_entry(self) -> str:

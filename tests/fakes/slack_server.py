@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from tests.fakes import slack_api
-from tests.fakes.net import QuietHTTPServer
+from tests.fakes.net import FakeService, QuietHTTPServer
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Call:
     at: float = field(default_factory=time.monotonic)
 
 
-class FakeSlack:
+class FakeSlack(FakeService):
     """One fake workspace. ``start()`` it (or use it as a context manager).
 
     The bot itself is a user from the start (``bot_user_id``, name "imp"). New
@@ -80,30 +80,12 @@ class FakeSlack:
         self.add_user(bot_user_id, "imp", real_name="IMP", is_bot=True)
 
     # ----- lifecycle -----------------------------------------------------------------
-    def start(self) -> FakeSlack:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = QuietHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeSlack:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return type("Handler", (_Handler,), {"fake": self})
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "FakeSlack is not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}/"
+        return f"http://127.0.0.1:{self.port}/"
 
     @property
     def api_url(self) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.models import ALL_SCOPES, SCOPE_PATTERN
@@ -386,7 +386,8 @@ class MonitorSettings(BaseModel):
 
     # How often the scheduler runs the drift check (seconds); the check compares the newest ``window``
     # questions with the ``window`` before them.
-    interval_s: int = Field(default=3600, ge=60, le=7 * 86400)
+    # IMP_MONITOR__INTERVAL (the plan's name) is accepted too.
+    interval_s: int = Field(default=3600, ge=60, le=7 * 86400, validation_alias=AliasChoices("interval_s", "interval"))
     window: int = Field(default=200, ge=10, le=100_000)
     # Permutation p-value below which the query-embedding MMD counts as drift, and its permutations.
     mmd_p_value: float = Field(default=0.01, gt=0.0, lt=1.0)

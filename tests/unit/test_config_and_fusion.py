@@ -20,6 +20,18 @@ def test_settings_read_nested_environment_variables(monkeypatch, tmp_path):
     assert s.database_url == f"sqlite:///{tmp_path / 'imp.sqlite3'}"
 
 
+def test_the_drift_interval_takes_the_plans_name_or_the_one_with_its_unit(monkeypatch):
+    assert Settings().monitor.interval_s == 3600
+    monkeypatch.setenv("IMP_MONITOR__INTERVAL", "600")
+    assert Settings().monitor.interval_s == 600
+    monkeypatch.delenv("IMP_MONITOR__INTERVAL")
+    monkeypatch.setenv("IMP_MONITOR__INTERVAL_S", "900")
+    assert Settings().monitor.interval_s == 900
+    monkeypatch.setenv("IMP_MONITOR__INTERVAL_S", "5")  # a check every 5 s would keep a node busy
+    with pytest.raises(ValidationError):
+        Settings()
+
+
 @pytest.mark.parametrize("token", ["changeme", "secret", "short"])
 def test_placeholder_or_short_api_tokens_are_refused(monkeypatch, token):
     monkeypatch.setenv("IMP_API__TOKEN", token)

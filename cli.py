@@ -24,10 +24,10 @@ from bot.schemas import AnswerOut, DocumentOut, FeedbackOut, HitOut, IngestResul
 from core.config import Settings  # noqa: E402
 from core.engine import Engine  # noqa: E402
 from core.errors import ImpError  # noqa: E402
-from core.generate.minutes.render import render as render_minutes  # noqa: E402
-from core.generate.prompts import clock, locator  # noqa: E402
+from core.formats.minutes import render as render_minutes  # noqa: E402
+from core.formats.locations import clock, locator  # noqa: E402
 from core.models import DEFAULT_SCOPE, IngestResult, IngestStatus  # noqa: E402
-from core.speech.export import render  # noqa: E402
+from core.formats.transcripts import render  # noqa: E402
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help="IMP: answers from your company's documents.")
 out = Console()

@@ -44,7 +44,7 @@ from common import DATA, RESULTS, Contention, Stopwatch, header, percentile, qui
 
 from core.generate.minutes.base import check_evidence  # noqa: E402
 from core.generate.minutes.inputs import meeting_from_text  # noqa: E402
-from core.generate.minutes.render import to_markdown  # noqa: E402
+from core.formats.minutes import to_markdown  # noqa: E402
 from core.generate.validation import split_sentences  # noqa: E402
 from core.models import Meeting, Minutes, Turn  # noqa: E402
 from core.textutil import clean  # noqa: E402

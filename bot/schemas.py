@@ -17,7 +17,7 @@ from core.errors import (
     BackendError, Busy, CorruptDocument, DocumentTooLarge, EmptyDocument, ImpError, InvalidRequest, NotFound,
     UnsupportedFormat,
 )
-from core.generate.prompts import locator
+from core.formats.locations import locator
 from core.models import DEFAULT_SCOPE, SCOPE_PATTERN, Answer, Chunk, DocumentRecord, Feedback, Hit, IngestResult, Job, Message
 
 log = logging.getLogger(__name__)

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from core.errors import BackendError, DocumentTooLarge, InvalidRequest, NotFound
+from core.formats.minutes import to_dict as minutes_dict
 from core.generate.answering import Answerer, StreamEvent
 from core.generate.minutes.base import MinutesDrafter
 from core.generate.minutes.base import Progress as MinutesProgress
 from core.generate.minutes.inputs import load_meeting, meeting_from_transcript
-from core.generate.minutes.render import to_dict as minutes_dict
 from core.index.hybrid import HybridRetriever, Mode
 from core.index.serving import ServingSet, SyncProgress
 from core.ingest.chunking import document_id

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from bot.auth import Grant, grant_of
 from bot.schemas import DocumentOut, DocumentsOut, IngestOut, IngestResultOut, JobOut, JobsOut, Scope, errors, no_empty_fields
 from core.models import DEFAULT_SCOPE, SCOPE_PATTERN
-from core.speech.export import render, to_dict
+from core.formats.transcripts import render, to_dict
 
 router = APIRouter(tags=["documents"])
 

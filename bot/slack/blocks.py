@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from core.generate.minutes.render import where
-from core.generate.prompts import clock, locator
+from core.formats.minutes import where
+from core.formats.locations import clock, locator
 from core.models import Answer, DocumentRecord, Evidence, Minutes
 
 SECTION_LIMIT = 3000

@@ -24,8 +24,8 @@ from bot.slack.blocks import escape, indexed_text, minutes_blocks, minutes_text,
 from bot.slack.deps import reason
 from bot.slack.files import fetch
 from core.errors import NotFound
-from core.generate.minutes.render import from_dict as minutes_from_dict
-from core.generate.minutes.render import to_markdown
+from core.formats.minutes import from_dict as minutes_from_dict
+from core.formats.minutes import to_markdown
 from core.models import Job, JobStatus, Minutes
 from core.store.chat import ChatTask
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.slack.blocks import snippet  # the sentence of a source an answer cites; shared with Slack's blocks
-from core.generate.minutes.render import where
-from core.generate.prompts import clock, locator
+from core.formats.minutes import where
+from core.formats.locations import clock, locator
 from core.models import Answer, Evidence, Minutes
 
 CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from core.models import Chunk, Hit, Message
+from core.formats.locations import locator
+from core.models import Hit, Message
 
 SYSTEM = (
     "You answer questions for employees using only the numbered sources provided. "
@@ -21,25 +21,6 @@ REWRITE = (
 )
 
 TRUNCATED = " […shortened to fit]"
-
-
-def clock(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
-
-
-def locator(c: Chunk) -> str:
-    """Where a chunk sits in its document, as a person would cite it."""
-    name = c.source.removeprefix("upload:")
-    name = Path(name).name or name
-    if c.start is not None:
-        where = f"{clock(c.start)}–{clock(c.end if c.end is not None else c.start)}"
-        who = f" {', '.join(c.speakers)}" if c.speakers else ""
-        return f"{name} [{where}]{who}"
-    if c.page_start is not None:
-        pages = f"p. {c.page_start}" if c.page_end in (None, c.page_start) else f"pp. {c.page_start}–{c.page_end}"
-        return f"{name}, {pages}"
-    return name
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,7 +104,7 @@ class AnswerRow(Base):
 
 
 class TranscriptRow(Base):
-    """What a recording said, per document version (core.speech.export's JSON shape)."""
+    """What a recording said, per document version (core.formats.transcripts's JSON shape)."""
 
     __tablename__ = "transcripts"
 

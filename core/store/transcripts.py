@@ -9,7 +9,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from core.errors import NotFound
 from core.models import Transcript
-from core.speech.export import from_dict, to_dict
+from core.formats.transcripts import from_dict, to_dict
 from core.store.registry import DocumentRegistry
 from core.store.schema import DocumentRow, TranscriptRow
 

@@ -18,7 +18,7 @@ from core.errors import EmptyDocument, UnsupportedFormat
 from core.ingest.loaders import MEDIA, detect_kind, load_file
 from core.ingest.loaders.text import read_text
 from core.models import Meeting, Segment, SpeechSegment, Transcript, Turn
-from core.speech.export import from_dict
+from core.formats.transcripts import from_dict
 
 _PAREN_SPEAKER = re.compile(r"^\(([^()]{1,60})\)\s*(\S.*)$")  # "(PERSON6) text", as ELITR writes it
 _COLON_SPEAKER = re.compile(r"^([^:\[\]()]{1,40}):\s+(\S.*)$")  # "Project Manager: text"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.generate.prompts import clock
+from core.formats.locations import clock
 from core.models import ActionItem, Decision, Evidence, Minutes, OpenQuestion, Topic
 
 FORMATS = ("json", "markdown")

@@ -13,7 +13,9 @@ with INSERT ... ON CONFLICT, so concurrent processes never collide on a row.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,6 +36,7 @@ from core.store.schema import ChunkRow, DocumentRow, MetaRow, TranscriptRow, cre
 log = logging.getLogger(__name__)
 
 _GENERATION = "generation"
+WAL_PATIENCE_S = 120.0  # how long a new connection waits to put a busy database in WAL mode
 _DOCS = DocumentRow.__table__
 _CHUNKS = ChunkRow.__table__
 
@@ -66,12 +69,40 @@ def make_sql_engine(url: str) -> SqlEngine:
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # noqa: ANN001 - DBAPI connection
+            _use_wal(dbapi_conn)
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
     return engine
+
+
+def _use_wal(dbapi_conn, *, patience_s: float = WAL_PATIENCE_S) -> None:  # noqa: ANN001 - DBAPI connection
+    """Put the database in WAL mode (once per file: it persists), waiting while another process holds it.
+
+    Switching a database to WAL needs it to itself, and a process creating a new database's tables holds
+    it for a while; SQLite then answers "database is locked", sometimes at once rather than after the
+    busy timeout. So a connection looks first (a database already in WAL needs no switch) and retries the
+    switch with backoff for up to ``patience_s`` seconds before giving up.
+    """
+    deadline = time.monotonic() + patience_s
+    delay = 0.02
+    while True:
+        cur = dbapi_conn.cursor()
+        try:
+            mode = cur.execute("PRAGMA journal_mode").fetchone()
+            if mode and str(mode[0]).lower() == "wal":
+                return
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() + delay > deadline:
+                raise
+            log.info("the database is busy; switching it to WAL again in %.2f s", delay)
+        finally:
+            cur.close()
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
 
 
 class DocumentRegistry:

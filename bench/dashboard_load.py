@@ -45,8 +45,8 @@ IMP = str(ROOT / ".venv" / "bin" / "imp")
 ADMIN, TEAM = "bench-admin-token-0123456789", "bench-team-token-0123456789"
 SCOPES = [f"C{n:04d}" for n in range(8)]
 KINDS = [("pdf", 0.35), ("markdown", 0.2), ("docx", 0.15), ("pptx", 0.1), ("audio", 0.12), ("video", 0.08)]
-SIGNALS = [("query_mmd", 0.008), ("best_similarity", 0.05), ("abstention_rate", 0.10), ("down_rate", 0.10),
-           ("ingest_failure_rate", 0.005)]
+SIGNALS = [("query_embedding", 0.008), ("best_similarity", 0.05), ("abstain_rate", 0.10), ("down_rate", 0.10),
+           ("latency_p95", 500.0), ("ingest_failure_rate", 0.005)]
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 
@@ -93,14 +93,14 @@ def fill(url: str, *, answers: int, feedback: int, documents: int, checks: int, 
     for i in range(checks):
         drifting = i > checks * 0.8
         signals = [{"name": name, "threshold": limit, "p_value": round(rng.uniform(0, 1), 3),
-                    "score": round(limit * rng.uniform(0.2, 0.9) * (1.8 if drifting and name == "query_mmd" else 1),
+                    "score": round(limit * rng.uniform(0.2, 0.9) * (1.8 if drifting and name == "query_embedding" else 1),
                                    5)} for name, limit in SIGNALS]
         for s in signals:
             s["drifted"] = s["score"] > s["threshold"]
         rows.append(MonitorCheckRow(checked_at=now - timedelta(seconds=(checks - i) * step), window=200,
                                     signals=signals, seconds=round(rng.uniform(0.5, 3), 2)))
-    rows.append(AlertRow(signal="query_mmd", opened_at=now - timedelta(days=span_days * 0.2), resolved_at=None,
-                         score=0.012, threshold=0.008, message="query_mmd drifted", delivered=["webhook"]))
+    rows.append(AlertRow(signal="query_embedding", opened_at=now - timedelta(days=span_days * 0.2), resolved_at=None,
+                         score=0.012, threshold=0.008, message="query_embedding drifted", delivered=["webhook"]))
     with registry.session() as s, s.begin():
         s.add_all(rows)
     registry.close()

@@ -416,8 +416,11 @@ def build_registry_reader(settings: Settings):
     from bot.dashboard.registry import RegistryVersion
     from training.registry import NAMES
 
+    registry = None  # built on the first read, in the reader's thread: opening MLflow takes seconds
+
     def read() -> list[RegistryVersion]:
-        registry = build_model_registry(settings)
+        nonlocal registry
+        registry = registry or build_model_registry(settings)
         return [RegistryVersion(name=name, version=v.version, aliases=tuple(v.aliases), gate=v.tags.get("gate"),
                                 created=_registered_at(v.created),
                                 metrics={k: float(x) for k, x in v.metrics.items()

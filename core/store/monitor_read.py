@@ -1,6 +1,6 @@
 """Reading the drift monitor's state for metrics: the latest check's scores, and alerts raised per signal.
 
-Read-only: the drift check (ops/monitor) writes ``monitor_checks`` and ``alerts``.
+Read-only, through ``MonitorStore``: the drift check (ops/monitor) writes ``monitor_checks`` and ``alerts``.
 Signal names become metric labels, so only short identifier-like names are
 returned, and at most ``MAX_SIGNALS`` of them: a malformed row never grows the
 metrics without bound.
@@ -12,10 +12,8 @@ import math
 import re
 from typing import NamedTuple
 
-from sqlalchemy import func, select
-
+from core.store.monitor import MonitorStore
 from core.store.registry import DocumentRegistry
-from core.store.schema import AlertRow, MonitorCheckRow
 
 MAX_SIGNALS = 32
 _SIGNAL = re.compile(r"[a-z][a-z0-9_.:-]{0,63}")
@@ -30,13 +28,10 @@ class DriftSummary(NamedTuple):
 
 def drift_summary(registry: DocumentRegistry) -> DriftSummary:
     """The latest drift check's scores and the alert counts; empty before the first check."""
-    with registry.session() as s:
-        signals = s.scalars(select(MonitorCheckRow.signals)
-                            .order_by(MonitorCheckRow.checked_at.desc(), MonitorCheckRow.id.desc()).limit(1)).first()
-        counted = s.execute(select(AlertRow.signal, func.count()).group_by(AlertRow.signal)
-                            .order_by(AlertRow.signal)).all()
-    alerts = [(name, int(n)) for name, n in counted if _named(name)][:MAX_SIGNALS]
-    return DriftSummary(_scores(signals), dict(alerts))
+    store = MonitorStore(registry)
+    latest = store.latest_check()
+    alerts = [(name, n) for name, n in sorted(store.incident_counts().items()) if _named(name)][:MAX_SIGNALS]
+    return DriftSummary(_scores(latest.signals if latest else None), dict(alerts))
 
 
 def _scores(signals: object) -> dict[str, float]:

@@ -3,7 +3,8 @@
 Everything it uses is handed in (engine, state, Web API client, options), so tests
 drive the real App against a fake Slack on 127.0.0.1. Listeners ack at once and
 do their work in bolt's lazy listeners, after the ack; long work (indexing a
-shared recording, writing minutes) goes to the follow-up worker, which survives
+shared recording, writing minutes) goes to the chat layer's follow-up worker
+(bot.chat.tasks) over Slack's task host (bot.slack.followups), which survives
 restarts. The same App serves HTTP (bot.slack.http) and Socket Mode (`imp slack`).
 """
 
@@ -17,13 +18,14 @@ from slack_bolt import App, BoltRequest, BoltResponse
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
+from bot.chat.state import ChatState
+from bot.chat.tasks import FollowUps
 from bot.slack import commands, feedback, files, questions
 from bot.slack.deps import SlackDeps
-from bot.slack.followups import FollowUps
-from bot.slack.retries import RecentEvents
+from bot.slack.followups import SlackTaskHost
+from bot.chat.recent import RecentEvents
 from bot.slack.scopes import ScopeResolver
 from core.engine import Engine
-from core.store.chat import ChatState
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +96,10 @@ def create_slack_bot(engine: Engine, state: ChatState, options: SlackOptions, *,
     )
     resolver = ScopeResolver(client, options.company_scopes)
     recent = RecentEvents()  # event ids seen in the last hour, and when: retries, and how long a question waited
-    deps = SlackDeps(engine=engine, state=state, client=client, scopes=resolver,
-                     max_file_bytes=options.max_file_bytes, received=recent, max_wait_s=options.max_wait_s)
-    deps.followups = FollowUps(deps, poll_s=options.poll_s)
+    host = SlackTaskHost(client, state, resolver, options.max_file_bytes)
+    followups = FollowUps(engine, state, host, poll_s=options.poll_s)
+    deps = SlackDeps(engine=engine, state=state, client=client, scopes=resolver, max_file_bytes=options.max_file_bytes,
+                     followups=followups, received=recent, max_wait_s=options.max_wait_s)
 
     signed = RecentEvents(ttl_s=REPLAY_WINDOW_S, max_events=100_000)
 

@@ -2,7 +2,9 @@
 
 Each command is acknowledged at once; the work happens in lazy listeners. `/minutes`
 only finds the recording and hands the rest (download, transcription, drafting,
-posting) to the follow-up worker, which survives a restart of the service.
+posting) to the follow-up worker, which survives a restart of the service. Whether
+an answer may be shared, and whether a recording was transcribed before, are the
+chat layer's (bot.chat.questions, bot.chat.files).
 """
 
 from __future__ import annotations
@@ -12,17 +14,20 @@ from typing import Any
 
 from slack_bolt import Ack, App, Respond
 
+from bot.chat import questions
+from bot.chat.files import transcribed_before
 from bot.slack.blocks import SHARE_ACTION, answer_blocks, answer_text, escape, progress_text
 from bot.slack.deps import BUSY, SlackDeps, post_answer, reason
-from bot.slack.files import FileRefusal, find_recording, shared_file
+from bot.slack.downloads import FileRefusal
+from bot.slack.files import find_recording, shared_file
 from bot.slack.scopes import is_dm
 
 log = logging.getLogger(__name__)
 
 ASK_WORKING = ":mag: Looking that up…"
 ASK_USAGE = "Usage: `/ask QUESTION`, for example `/ask what is the hotel allowance in Europe?`"
-REMOVED_SINCE = (":no_entry: A source of that answer was deleted, unshared or replaced since it was given, so I "
-                 "will not share it. Ask again for an answer from what is available now.")
+# Why an answer stays private is the chat layer's words (bot.chat.questions.NotShareable), after Slack's ⛔.
+REMOVED_SINCE = f":no_entry: {questions.REMOVED_SINCE}"
 MINUTES_USAGE = ("Usage: `/minutes` (the latest recording shared in this channel), `/minutes last`, or "
                  "`/minutes FILE-LINK` (a recording or transcript shared in this channel).")
 
@@ -55,23 +60,21 @@ def register(app: App, deps: SlackDeps) -> None:
         respond(response_type="ephemeral", text=answer_text(answer), blocks=answer_blocks(answer, share=True))
 
     def run_share(body: dict, action: dict, respond: Respond) -> None:
-        """Post a privately given answer in the channel, if every scope it was answered from is visible there
-        (not only the cited ones: the answer may draw on every passage it was written from), and if none of
-        its sources was removed since. Sharing only what remains would put in the channel an answer its asker
-        never saw, missing what it rested on; asking again gives a whole answer from what is there now."""
+        """Post a privately given answer in the channel, if the chat layer finds it shareable there (every
+        scope it was answered from visible in the channel, none of its sources removed since)."""
         user, channel = body["user"]["id"], (body.get("channel") or {}).get("id")
+
+        def visible() -> list[str]:
+            if not channel:
+                raise questions.NotShareable(questions.NOT_VISIBLE)
+            return deps.scopes.for_message(channel, user, team_hint=(body.get("user") or {}).get("team_id"))
+
         try:
-            answer = deps.engine.answer(action["value"])
-            if answer.removed_sources:
-                respond(response_type="ephemeral", replace_original=False, text=REMOVED_SINCE)
-                return
-            visible = deps.scopes.for_message(channel, user, team_hint=(body.get("user") or {}).get("team_id")) \
-                if channel else []
-            if not channel or not set(answer.scopes) <= set(visible):
-                respond(response_type="ephemeral", replace_original=False,
-                        text=":no_entry: That answer draws on sources this channel cannot see, so it stays private.")
-                return
+            answer = questions.shareable(deps.engine, action["value"], visible)
             post_answer(deps, channel, None, answer, shared_by=user)
+        except questions.NotShareable as e:
+            respond(response_type="ephemeral", replace_original=False, text=f":no_entry: {escape(e.detail)}")
+            return
         except Exception as e:
             respond(response_type="ephemeral", replace_original=False,
                     text=f":warning: I could not share it: {escape(reason(e))}")
@@ -95,8 +98,7 @@ def register(app: App, deps: SlackDeps) -> None:
             return
         try:
             file = shared_file(deps, arg, channel) if arg and arg.lower() != "last" else find_recording(deps, channel)
-            existing = [d for d in deps.engine.documents_from(f"slack:{file['id']}/")
-                        if d.scope == channel and d.kind in ("audio", "video") and d.version]
+            existing = transcribed_before(deps.engine, "slack", file["id"], channel)
             status = deps.client.chat_postMessage(
                 channel=channel, text=progress_text("Writing minutes of", file["name"], "queued", 0, None)
                 + f" (asked by <@{user}>)")
@@ -108,10 +110,10 @@ def register(app: App, deps: SlackDeps) -> None:
             return
         data: dict[str, Any] = {"requested_by": user}
         if existing:  # already transcribed when it was shared: reuse the stored transcript
-            data["doc_id"] = existing[0].doc_id
+            data["doc_id"] = existing
         try:
-            deps.state.add_task("minutes", channel, user, status_ts=status["ts"], file_id=file["id"],
-                                file_name=file["name"], data=data)
+            deps.state.add_task("minutes", channel, user, status=status["ts"], file_id=file["id"],
+                                file_name=file["name"], data=data, platform="slack")
         except Exception as e:  # the status message is up: it must not wait forever for a task never stored
             text = f":warning: I could not start the minutes of *{escape(file['name'])}*: {escape(reason(e))}"
             deps.client.chat_update(channel=channel, ts=status["ts"], text=text)

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.chat import replies
+from bot.chat.state import ChatState
+from bot.chat.tasks import FollowUps
 from bot.slack.blocks import answer_blocks, answer_text, batches, escape
-from bot.slack.retries import RecentEvents
+from bot.chat.recent import RecentEvents
 from bot.slack.scopes import ScopeResolver
 from core.engine import Engine
-from core.errors import ImpError
 from core.models import Answer
-from core.store.chat import ChatState
-
-if TYPE_CHECKING:
-    from bot.slack.followups import FollowUps
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +38,9 @@ class SlackDeps:
     client: WebClient
     scopes: ScopeResolver
     max_file_bytes: int
+    followups: FollowUps  # long tasks (indexing a drop, writing minutes), over bot.slack.followups' host
     received: RecentEvents = field(default_factory=RecentEvents)
     max_wait_s: float = 120.0
-    followups: FollowUps = field(init=False)
 
     def waited_too_long(self, key: str | None) -> bool:
         """Whether the request ``key`` (an event id) was received longer ago than a question may wait."""
@@ -54,10 +52,8 @@ def strip_mentions(text: str) -> str:
     return " ".join(_MENTION.sub(" ", text or "").split())
 
 
-def reason(e: Exception) -> str:
-    """A short reason a person can act on; internals stay in the log under a reference."""
-    if isinstance(e, ImpError):
-        return e.detail
+def slack_reason(e: Exception) -> str | None:
+    """What a Slack error means to the person who asked (None: not one Slack's words cover)."""
     if isinstance(e, SlackApiError):
         error = e.response.get("error") if e.response is not None else None
         if error in ("not_in_channel", "channel_not_found"):
@@ -66,21 +62,29 @@ def reason(e: Exception) -> str:
             return "Slack is rate-limiting me right now; please try again in a minute."
         if error == "missing_scope":
             return "the Slack app lacks a permission it needs; an admin should reinstall it from the manifest."
-    ref = uuid.uuid4().hex[:8]
-    log.error("Slack request failed (ref %s)", ref, exc_info=e)
-    return f"something went wrong on my side (ref {ref}); please try again."
+    return None
+
+
+def reason(e: Exception) -> str:
+    """A short reason a person can act on; internals stay in the log under a reference."""
+    return replies.reason(e, slack_reason, where="Slack")
+
+
+def send_answer(client: WebClient, channel: str, thread_ts: str | None, answer: Answer, *,
+                shared_by: str | None = None) -> Iterator[Any]:
+    """Post an answer (over several messages if Slack's limits need it); Slack's response to each, as it goes."""
+    for blocks in batches(answer_blocks(answer, shared_by=shared_by)):
+        yield client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=answer_text(answer),
+                                      blocks=blocks, unfurl_links=False, unfurl_media=False)
 
 
 def post_answer(deps: SlackDeps, channel: str, thread_ts: str | None, answer: Answer, *,
                 shared_by: str | None = None) -> list[str]:
-    """Post an answer (over several messages if Slack's limits need it) and remember where it went."""
+    """Post an answer and remember where each of its messages went (a reaction to one rates it)."""
     posted = []
-    for blocks in batches(answer_blocks(answer, shared_by=shared_by)):
-        resp = deps.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=answer_text(answer),
-                                            blocks=blocks, unfurl_links=False, unfurl_media=False)
-        ts = resp["ts"]
-        deps.state.link_answer(resp.get("channel") or channel, ts, answer.answer_id)
-        posted.append(ts)
+    for resp in send_answer(deps.client, channel, thread_ts, answer, shared_by=shared_by):
+        deps.state.link_answer(resp.get("channel") or channel, resp["ts"], answer.answer_id)
+        posted.append(resp["ts"])
     return posted
 
 

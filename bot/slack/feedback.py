@@ -1,18 +1,18 @@
-"""👍/👎 on IMP's answers become feedback rows; removing the reaction takes the rating back."""
+"""👍/👎 on IMP's answers in Slack become feedback rows; removing the reaction takes the rating back.
+
+Slack's part is reading the reaction (which emoji, on which message, by whom, when); recording it is
+the chat layer's (bot.chat.feedback).
+"""
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from slack_bolt import Ack, App
 
+from bot.chat.feedback import react_to_answer
 from bot.slack.deps import SlackDeps, bot_identity
-from core.errors import NotFound
-from core.models import Feedback
-
-log = logging.getLogger(__name__)
 
 RATINGS = {"+1": 1, "thumbsup": 1, "-1": -1, "thumbsdown": -1}
 
@@ -39,16 +39,8 @@ def register(app: App, deps: SlackDeps) -> None:
         user = event.get("user")
         if rating is None or item.get("type") != "message" or not user or user == bot_identity(context)[0]:
             return
-        answer_id = deps.state.answer_at(item.get("channel", ""), item.get("ts", ""))
-        if answer_id is None:
-            return  # a reaction to some other message
-        try:
-            if event.get("type") == "reaction_added":
-                deps.engine.record_feedback(Feedback(answer_id, user, item["channel"], rating, _when(event)))
-            else:
-                deps.engine.retract_feedback(answer_id, user, rating)
-        except NotFound:
-            log.warning("feedback on answer %s, which is no longer stored", answer_id)
+        react_to_answer(deps.engine, deps.state, item.get("channel", ""), item.get("ts", ""), user, rating,
+                        added=event.get("type") == "reaction_added", when=_when(event), source="slack")
 
     app.event("reaction_added")(ack=ack, lazy=[on_reaction])
     app.event("reaction_removed")(ack=ack, lazy=[on_reaction])

@@ -25,9 +25,10 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.chat.scopes import EXTERNAL, GUEST, MEMBER, UNKNOWN
+
 log = logging.getLogger(__name__)
 
-MEMBER, GUEST, EXTERNAL, UNKNOWN = "member", "guest", "external", "unknown"
 MISSING = object()
 
 

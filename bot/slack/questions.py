@@ -1,10 +1,11 @@
-"""Questions: @mentions in channels, messages in DMs and assistant threads.
+"""Questions in Slack: @mentions in channels, messages in DMs and assistant threads.
 
-The ack goes back at once; the answer is worked out in a lazy listener: an
-hourglass reaction shows IMP is on it, the thread's earlier messages (in a DM
-without threads, its last few minutes) make a follow-up understandable, and the
-answer (or the reason there is none) is posted in the thread with its numbered
-sources. Slack's markup (links, channel names, &amp;) is read as the person typed it.
+The ack goes back at once; the answer is worked out in a lazy listener, by the chat layer
+(bot.chat.questions.answer_question) with Slack's pieces: an hourglass reaction shows IMP
+is on it, the thread's earlier messages (in a DM without threads, its last few minutes)
+make a follow-up understandable, and the answer (or the reason there is none) is posted
+in the thread with its numbered sources. Slack's markup (links, channel names, &amp;) is
+read as the person typed it.
 
 IMP's own earlier answers in that history are read back from the answer log, not from
 Slack's copy of the message: an answer whose sources were deleted or unshared since
@@ -16,7 +17,6 @@ from __future__ import annotations
 import logging
 import re
 from collections import deque
-from collections.abc import Callable
 from itertools import islice
 from typing import Any
 
@@ -24,17 +24,16 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.chat.questions import HISTORY_MESSAGES, Asked, Recall, Said, answer_question, recall_answers, turns
 from bot.slack.blocks import TEXT_LIMIT
-from bot.slack.deps import BUSY, SlackDeps, bot_identity, post_answer, post_error, react, strip_mentions
+from bot.slack.deps import BUSY, SlackDeps, bot_identity, post_error, react, send_answer, strip_mentions
 from bot.slack.people import People
 from bot.slack.scopes import is_dm
-from core.errors import NotFound
-from core.models import Message
+from core.models import Answer, Message
 
 log = logging.getLogger(__name__)
 
 WORKING = "hourglass_flowing_sand"
-HISTORY_MESSAGES = 10
 MAX_PAGES = 20
 DM_FOLLOW_UP_S = 10 * 60  # a DM message this soon after the last one may follow up on it
 USAGE = ("Ask me a question about this channel's documents and recordings, for example "
@@ -81,45 +80,22 @@ def plain_text(text: str) -> str:
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
-# What IMP said in a thread, as IMP holds it now: an answer is read back from the answer log, which
-# redacts sources deleted or unshared since (Slack's copy of the message still quotes them).
-Recall = Callable[[str], str | None]
-
-
-def _turns(messages: list[dict], before_ts: str, me: tuple[str | None, str | None],
-           recall: Recall | None = None) -> list[Message]:
-    history = []
+def _said(messages: list[dict], before_ts: str, me: tuple[str | None, str | None]) -> list[Said]:
+    """Slack's messages before ``before_ts`` that are part of the conversation, as the chat layer reads them."""
+    said = []
     for m in messages:
         if float(m.get("ts", "0")) >= float(before_ts):
             continue
         mine = (me[0] is not None and m.get("user") == me[0]) or (me[1] is not None and m.get("bot_id") == me[1])
         if not mine and (m.get("bot_id") or m.get("subtype") not in (None, "thread_broadcast")):
             continue  # other bots' chatter, joins and edits are not part of the conversation
-        stored = recall(m.get("ts", "")) if mine and recall is not None else None
-        if stored is not None:
-            # An answer no longer kept is nothing to replay; one long answer posted as several messages, once.
-            if stored and not (history and history[-1] == Message("assistant", stored)):
-                history.append(Message("assistant", stored))
-            continue
-        text = plain_text(m.get("text") or "")
-        if text:
-            history.append(Message("assistant" if mine else "user", text))
-    return history[-HISTORY_MESSAGES:]
+        said.append(Said(m.get("ts", ""), plain_text(m.get("text") or ""), mine))
+    return said
 
 
-def recall_answers(deps: SlackDeps, channel: str) -> Recall:
-    """IMP's posted answers in ``channel`` by message ts, as the answer log serves them now."""
-
-    def recall(ts: str) -> str | None:
-        answer_id = deps.state.answer_at(channel, ts)
-        if answer_id is None:
-            return None  # not an answer (a greeting, a status): Slack's text is IMP's own words
-        try:
-            return deps.engine.answer(answer_id).text[:TEXT_LIMIT]
-        except NotFound:
-            return ""  # an answer IMP no longer keeps is nothing to replay
-
-    return recall
+def _turns(messages: list[dict], before_ts: str, me: tuple[str | None, str | None],
+           recall: Recall | None = None) -> list[Message]:
+    return turns(_said(messages, before_ts, me), recall, HISTORY_MESSAGES)
 
 
 def thread_history(client: WebClient, channel: str, thread_ts: str | None, before_ts: str,
@@ -158,41 +134,57 @@ def dm_history(client: WebClient, channel: str, before_ts: str,
     return _turns(list(reversed(page.get("messages") or [])), before_ts, me, recall)  # Slack lists newest first
 
 
+class SlackReply:
+    """Where the answer to one Slack question goes (bot.chat.questions.Replier): its thread, or the DM."""
+
+    def __init__(self, deps: SlackDeps, channel: str, thread_ts: str | None, asked_ts: str):
+        self._client = deps.client
+        self._channel = channel
+        self._thread = thread_ts
+        self._asked = asked_ts
+
+    def usage(self) -> None:
+        self._client.chat_postMessage(channel=self._channel, thread_ts=self._thread, text=USAGE)
+
+    def busy(self) -> None:
+        self._client.chat_postMessage(channel=self._channel, thread_ts=self._thread, text=BUSY)
+
+    def working(self, on: bool) -> None:
+        react(self._client, self._channel, self._asked, WORKING, add=on)
+
+    def post_answer(self, answer: Answer) -> list[str]:
+        return [resp["ts"] for resp in send_answer(self._client, self._channel, self._thread, answer)]
+
+    def failed(self, what: str, e: Exception) -> None:
+        post_error(self._client, self._channel, self._thread, what, e)
+
+
 def answer_event(deps: SlackDeps, event: dict[str, Any], context: Any, body: dict[str, Any] | None = None) -> None:
     """Answer a question asked in a message, in its thread, from what the asker may see."""
     if event.get("bot_id") or not event.get("user"):
         return  # IMP's own messages and other bots' are never questions
-    client = deps.client
     channel, user, ts = event["channel"], event["user"], event["ts"]
     dm = is_dm(channel, event.get("channel_type"))
     reply_ts = event.get("thread_ts") or (None if dm else ts)
+    me = bot_identity(context)
     question = plain_text(event.get("text") or "")
     if question and "<@" in (event.get("text") or ""):
-        question = plain_text(name_people(deps.scopes.people, event["text"], bot_identity(context)[0]))
-    if not question:
-        client.chat_postMessage(channel=channel, thread_ts=reply_ts, text=USAGE)
-        return
-    if deps.waited_too_long((body or {}).get("event_id")):
-        # Questions arrive faster than they are answered: a short reply now beats an answer minutes late,
-        # and it lets the backlog drain.
-        client.chat_postMessage(channel=channel, thread_ts=reply_ts, text=BUSY)
-        return
-    react(client, channel, ts, WORKING)
-    try:
-        scopes = deps.scopes.for_message(channel, user, event.get("channel_type"), team_hint=event.get("user_team"),
-                                         shared_outside=bool((body or {}).get("is_ext_shared_channel")))
-        me = bot_identity(context)
-        recall = recall_answers(deps, channel)
+        question = plain_text(name_people(deps.scopes.people, event["text"], me[0]))
+
+    def scopes() -> list[str]:
+        return deps.scopes.for_message(channel, user, event.get("channel_type"), team_hint=event.get("user_team"),
+                                       shared_outside=bool((body or {}).get("is_ext_shared_channel")))
+
+    def history() -> list[Message]:
+        recall = recall_answers(deps.engine, deps.state, channel, limit=TEXT_LIMIT)
         if event.get("thread_ts") or not dm:
-            history = thread_history(client, channel, event.get("thread_ts"), ts, me, recall)
-        else:
-            history = dm_history(client, channel, ts, me, recall)
-        answer = deps.engine.ask(question, scopes, history)
-        post_answer(deps, channel, reply_ts, answer)
-    except Exception as e:  # never silent: every question gets an answer or a reason
-        post_error(client, channel, reply_ts, "I could not answer that", e)
-    finally:
-        react(client, channel, ts, WORKING, add=False)
+            return thread_history(deps.client, channel, event.get("thread_ts"), ts, me, recall)
+        return dm_history(deps.client, channel, ts, me, recall)
+
+    # Questions may arrive faster than they are answered: one that waited too long gets a short reply now.
+    asked = Asked(question, channel, user, scopes, history,
+                  waited_too_long=deps.waited_too_long((body or {}).get("event_id")))
+    answer_question(deps.engine, deps.state, asked, SlackReply(deps, channel, reply_ts, ts))
 
 
 def register(app: App, deps: SlackDeps) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -32,8 +32,6 @@ from core.models import SCOPE_PATTERN, JobStatus
 from core.store.registry import DocumentRegistry
 from core.store.schema import (
     AnswerRow,
-    ChatPostRow,
-    ChatTaskRow,
     DocumentRow,
     FeedbackRow,
     JobRow,
@@ -53,8 +51,26 @@ _SCOPE_RE = re.compile(SCOPE_PATTERN)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _FINISHED = (JobStatus.DONE.value, JobStatus.FAILED.value)
 _UNFINISHED = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
-_ACTIVE_TASKS = ("new", "submitted")  # core.store.chat: chat tasks still waiting on their job
 _STAGING = ".staging-"  # core.uploads.STAGING (core.uploads sits above the store)
+
+
+class RetentionParticipant(Protocol):
+    """State kept above core (the chat layer's message links and tasks) that points at answers, jobs and
+    documents: a purge keeps what it still needs and removes its links to what goes, in the same session."""
+
+    kind: str  # what its removals are counted as (one of KINDS)
+
+    def in_use(self, s: Session) -> tuple[set[str], set[str]]:
+        """Job ids and document ids its unfinished work still needs."""
+        ...
+
+    def carried_in(self, s: Session, answer_ids: list[str], channels: list[str]) -> set[str]:
+        """Which of these answers it posted in one of these channels (scopes)."""
+        ...
+
+    def forget_answers(self, s: Session, answer_ids: list[str], dry_run: bool) -> int:
+        """Drop (dry: count) what refers to these answers; how many."""
+        ...
 
 
 def _now() -> datetime:
@@ -120,8 +136,9 @@ class Retention:
     """Legal holds, and the purge of what is older than a number of days."""
 
     def __init__(self, registry: DocumentRegistry, files_dir: Path, *, batch: int = BATCH,
-                 clock: Callable[[], datetime] = _now):
+                 clock: Callable[[], datetime] = _now, participants: Iterable[RetentionParticipant] = ()):
         self._registry = registry
+        self._participants = tuple(participants)
         self._files = Path(os.path.abspath(files_dir))
         self._batch = max(1, batch)
         self._clock = clock
@@ -219,12 +236,10 @@ class Retention:
             jobs: set[str] = set()
             for doc_id, params in s.execute(select(JobRow.doc_id, JobRow.params).where(JobRow.status.in_(_UNFINISHED))):
                 docs.update(d for d in (doc_id, _get(params, "doc_id")) if isinstance(d, str))
-            tasks = select(ChatTaskRow.job_id, ChatTaskRow.data).where(ChatTaskRow.state.in_(_ACTIVE_TASKS))
-            for job_id, data in s.execute(tasks):
-                if job_id:
-                    jobs.add(job_id)
-                if isinstance(doc := _get(data, "doc_id"), str):
-                    docs.add(doc)
+            for participant in self._participants:
+                needed_jobs, needed_docs = participant.in_use(s)
+                jobs.update(needed_jobs)
+                docs.update(needed_docs)
         return _Pass(cutoff, now, dry_run, held, frozenset(docs), frozenset(jobs))
 
     def _answers(self, run: _Pass) -> None:
@@ -241,12 +256,13 @@ class Retention:
                 if not rows:
                     return
                 after = (rows[-1].created_at, rows[-1].answer_id)
-                held = _held_answers(s, {r.answer_id: r.scopes for r in rows}, run.held)
+                held = _held_answers(s, {r.answer_id: r.scopes for r in rows}, run.held, self._participants)
             ids = [r.answer_id for r in rows if r.answer_id not in held]
             if ids:
                 with self._session() as s, s.begin():
                     run.counts["feedback"] += _remove(s, FeedbackRow, [FeedbackRow.answer_id.in_(ids)], run.dry_run)
-                    run.counts["chat_posts"] += _remove(s, ChatPostRow, [ChatPostRow.answer_id.in_(ids)], run.dry_run)
+                    for participant in self._participants:
+                        run.counts[participant.kind] += participant.forget_answers(s, ids, run.dry_run)
                     run.counts["answers"] += _remove(s, AnswerRow, [AnswerRow.answer_id.in_(ids),
                                                                     AnswerRow.created_at < run.cutoff], run.dry_run)
 
@@ -265,7 +281,7 @@ class Retention:
                 answers = {a.answer_id: a for a in s.execute(
                     select(AnswerRow.answer_id, AnswerRow.scopes, AnswerRow.created_at)
                     .where(AnswerRow.answer_id.in_(sorted({r.answer_id for r in rows}))))}
-                held = _held_answers(s, {a: r.scopes for a, r in answers.items()}, run.held)
+                held = _held_answers(s, {a: r.scopes for a, r in answers.items()}, run.held, self._participants)
             # A dry run left the old answers in place: their ratings were counted with them already.
             counted = {a for a, r in answers.items() if run.dry_run and r.created_at < run.cutoff and a not in held}
             ids = [r.id for r in rows
@@ -414,7 +430,8 @@ def _remove_folders(folders: Iterable[Path], dry_run: bool) -> int:
     return removed
 
 
-def _held_answers(s: Session, scopes: dict[str, Any], held: frozenset[str]) -> set[str]:
+def _held_answers(s: Session, scopes: dict[str, Any], held: frozenset[str],
+                  participants: tuple[RetentionParticipant, ...]) -> set[str]:
     """Which of these answers belong to a held scope: answered from one, or carried or rated in one."""
     if not held or not scopes:
         return set()
@@ -422,7 +439,9 @@ def _held_answers(s: Session, scopes: dict[str, Any], held: frozenset[str]) -> s
                                                                                         if isinstance(x, str))}
     rest = [a for a in scopes if a not in out]
     if rest:
-        for table in (FeedbackRow, ChatPostRow):
-            q = select(table.answer_id).where(table.answer_id.in_(rest), table.channel.in_(sorted(held))).distinct()
-            out.update(s.scalars(q))
+        q = select(FeedbackRow.answer_id).where(FeedbackRow.answer_id.in_(rest),
+                                                FeedbackRow.channel.in_(sorted(held))).distinct()
+        out.update(s.scalars(q))
+        for participant in participants:
+            out.update(participant.carried_in(s, rest, sorted(held)))
     return out

@@ -153,42 +153,6 @@ class FeedbackRow(Base):
     retracted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
-class ChatPostRow(Base):
-    """A chat message that carries an answer, so a reaction to the message finds the answer."""
-
-    __tablename__ = "chat_posts"
-
-    channel: Mapped[str] = mapped_column(String(64), primary_key=True)
-    ts: Mapped[str] = mapped_column(String(64), primary_key=True)
-    answer_id: Mapped[str] = mapped_column(String(64), index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime)
-
-
-class ChatTaskRow(Base):
-    """Long chat work (ingest a shared file, write minutes) from the request to the posted result.
-
-    Stored so a restarted service finishes it: ``state`` is new (file not yet
-    fetched), submitted (an engine job runs), done or failed.
-    """
-
-    __tablename__ = "chat_tasks"
-
-    task_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))
-    channel: Mapped[str] = mapped_column(String(64))
-    user: Mapped[str] = mapped_column(String(64))
-    thread_ts: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    status_ts: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    file_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    file_name: Mapped[str | None] = mapped_column(Text, nullable=True)
-    state: Mapped[str] = mapped_column(String(16), index=True)
-    job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    data: Mapped[dict] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime)
-    updated_at: Mapped[datetime] = mapped_column(DateTime)
-
-
 class ScheduleClaimRow(Base):
     """One scheduled run of a job for one time window; the primary key lets a single replica claim it."""
 

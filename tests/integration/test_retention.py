@@ -21,14 +21,15 @@ from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
 from app import build_purge, build_retention
+from bot.chat.state import ChatState
+from bot.chat.state import PostRow as ChatPostRow  # the chat_posts table, the chat layer's own
 from cli import cli
 from core.errors import InvalidRequest, NotFound
 from core.models import Feedback, JobStatus, SpeechSegment, Transcript
-from core.store.chat import ChatState
 from core.store.jobs import JobStore
 from core.store.registry import DocumentRegistry
 from core.store.retention import KINDS, Retention
-from core.store.schema import AnswerRow, ChatPostRow, DocumentRow, FeedbackRow, JobRow, TranscriptRow
+from core.store.schema import AnswerRow, DocumentRow, FeedbackRow, JobRow, TranscriptRow
 from core.store.transcripts import TranscriptStore
 from ops.retention import run_purge
 
@@ -213,7 +214,7 @@ def test_purge_removes_only_what_is_old_and_unheld_and_documents_stay_searchable
 
 def test_the_scheduled_purge_counts_what_went_and_never_raises(engine, settings, world, tmp_path):
     # One row per transaction walks every batch boundary, held rows included: the same verdicts.
-    tiny = Retention(engine.registry, settings.data_dir / "files", batch=1)
+    tiny = Retention(engine.registry, settings.data_dir / "files", batch=1, participants=[ChatState(engine.registry)])
     assert tiny.purge(90, dry_run=True).purged == EXPECTED
 
     counted: list[dict] = []

@@ -10,8 +10,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PUBLIC = ("core.engine", "core.models", "core.errors", "core.formats")
 # The command line is part of the composition root with app.py: it reads the settings.
 COMPOSITION = {"cli.py": ("core.config",)}
-# Chat state still lives in core/store/chat.py; the chat layer (bot/chat/, issue 15) takes it over.
-PENDING = {"core.store.chat": ("bot/slack/",)}
+# A core module some front doors may still import while it moves out of core (module -> path prefixes).
+# None now: chat state moved to bot/chat/state.py (issue 15).
+PENDING: dict[str, tuple[str, ...]] = {}
 
 
 def _front_doors() -> list[Path]:
@@ -47,11 +48,15 @@ def test_front_doors_reach_core_only_through_the_engine_and_its_public_types():
     assert wrong == [], "\n".join(wrong)
 
 
-def test_the_rule_sees_an_import_it_forbids(tmp_path):
+def test_the_rule_sees_an_import_it_forbids(tmp_path, monkeypatch):
     door = tmp_path / "door.py"
     door.write_text("from core.store.registry import DocumentRegistry\nimport core.index.hybrid\n"
                     "def f():\n    from core.formats.locations import clock\n")
     found = _core_imports(door)
     assert [m for _, m in found] == ["core.store.registry", "core.index.hybrid", "core.formats.locations"]
     assert [_allowed("bot/api.py", m) for _, m in found] == [False, False, True]
-    assert _allowed("bot/slack/deps.py", "core.store.chat") and not _allowed("bot/teams/x.py", "core.store.chat")
+    assert not _allowed("bot/slack/deps.py", "core.store.chat")  # chat state is the chat layer's now
+    # A module on its way out of core is allowed only under the paths it is pending for.
+    monkeypatch.setitem(PENDING, "core.store.moving", ("bot/slack/",))
+    assert _allowed("bot/slack/deps.py", "core.store.moving") and not _allowed("bot/teams/x.py", "core.store.moving")
+    assert not _allowed("bot/slack/deps.py", "core.store.registry")

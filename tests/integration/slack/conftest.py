@@ -16,9 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bot.api import create_app
+from bot.chat.state import ChatState
 from bot.slack.app import SlackBot, SlackOptions, create_slack_bot
 from core.engine import Engine
-from core.store.chat import ChatState
 from tests.fakes import slack_payloads as sp
 from tests.fakes.slack_server import FakeSlack
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from app import build_engine
+from bot.chat.state import ChatState
 from core.models import JobStatus
-from core.store.chat import ChatState
 from core.store.jobs import JobStore
 from tests.conftest import SAMPLES
 from tests.fakes.slack_server import Call, FakeSlack
@@ -273,7 +273,7 @@ def test_a_minutes_job_cut_off_by_a_restart_is_resumed_and_posted(settings, embe
     job = jobs.create("minutes", "C0GENERAL", f"upload:{DESIGN.name}", params={"path": str(stored)})
     jobs.progress(job.job_id, "writing minutes", 1, 4)
     state = ChatState(engine.registry)
-    task = state.add_task("minutes", "C0GENERAL", "U0ALICE", status_ts=status_ts, file_id="F0DESIGN",
+    task = state.add_task("minutes", "C0GENERAL", "U0ALICE", status=status_ts, file_id="F0DESIGN",
                           file_name=DESIGN.name, data={"requested_by": "U0ALICE"})
     state.update_task(task.task_id, state="submitted", job_id=job.job_id)
 
@@ -297,7 +297,7 @@ def test_minutes_that_meet_a_429_storm_are_posted_on_a_later_round(engine, fake_
     status_ts = fake_slack.add_message("C0GENERAL", ":hourglass_flowing_sand: Writing minutes of *design-review.vtt*",
                                        user="UIMPBOT", bot_id="BIMPBOT")
     state = ChatState(engine.registry)
-    task = state.add_task("minutes", "C0GENERAL", "U0ALICE", status_ts=status_ts, file_id="F0DESIGN",
+    task = state.add_task("minutes", "C0GENERAL", "U0ALICE", status=status_ts, file_id="F0DESIGN",
                           file_name=DESIGN.name, data={"requested_by": "U0ALICE"})
     state.update_task(task.task_id, state="submitted", job_id=job.job_id)
     fake_slack.rate_limit("chat.update", times=4, retry_after=1)  # more than the client retries on its own

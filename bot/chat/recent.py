@@ -1,10 +1,10 @@
-"""Slack's retries: an event Slack thinks was lost is delivered again with the same event_id.
+"""Deliveries seen lately, in memory: a chat platform's retries and replays are handled once.
 
-The ids seen are kept in memory for an hour (Slack retries within minutes), so the
-check costs no database write on the ack path. After a restart a retry is handled
-again, which is what should happen: the first delivery's work died with the process.
-The same bounded memory holds the request signatures seen in the last minutes, so a
-captured request sent again (a replay) is not run twice (bot.slack.app).
+Slack delivers an event again with the same event_id when it thinks one was lost, and Bot Framework may
+deliver an activity again; a captured signed request could be sent again too (a replay). The ids seen are
+kept for ``ttl_s`` (an hour: retries come within minutes), so the check costs no database write on the
+ack path. After a restart a retry is handled again, which is what should happen: the first delivery's
+work died with the process. ``age`` says how long ago a delivery arrived (how long a question waited).
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def _load(tmp: Path, name: str, data: str | bytes):
 
 def _minutes(reply: str):
     """A request, and a long reply the rules read whole (is it an acceptance? an agreement?)."""
-    from core.generate.minutes.rules import find_actions, find_decisions
+    from core.minutes.rules import find_actions, find_decisions
     from core.models import Meeting, Turn
 
     meeting = Meeting(turns=[Turn(1, "Ada", "Ben, can you send the report by Friday?"), Turn(2, "Ben", reply)],
@@ -65,7 +65,7 @@ def _pattern(modules: tuple[str, ...], name: str, method: str, text: str):
     return lambda: getattr(rx, method)(*([" ", text] if method == "sub" else [text]))
 
 
-_RULES = ("core.textutil", "core.generate.minutes.rules")
+_RULES = ("core.textutil", "core.minutes.rules")
 
 
 # name: (what it attacks, through, default size, builder(size, tmp) -> zero-argument call)
@@ -102,7 +102,7 @@ ATTACKS = {
     "minutes-tags": ("rules clean() _TAG: '<' * n", "find_actions", 100_000,
                      lambda n, tmp: _minutes("<" * n)),
     "minutes-markup": ("extractive minutes _MARKUP: '[' * n", "pattern", 100_000,
-                       lambda n, tmp: _pattern(("core.generate.minutes.extractive",), "_MARKUP", "sub", "[" * n)),
+                       lambda n, tmp: _pattern(("core.minutes.extractive",), "_MARKUP", "sub", "[" * n)),
     "cite-spaces": ("validation _CITE: ' ' * n in a draft", "validate", 100_000,
                     lambda n, tmp: _validate("x" + " " * n + "y")),
     "llm-fence": ("minutes prompts _FENCE: '```' + ' ' * n + 'x'", "parse_reply", 50_000,
@@ -120,13 +120,13 @@ ATTACKS = {
 
 
 def _validate(draft: str):
-    from core.generate.validation import validate
+    from core.answer.validation import validate
 
     return lambda: validate(draft, [])
 
 
 def _reply(reply: str):
-    from core.generate.minutes.prompts import parse_reply
+    from core.minutes.prompts import parse_reply
 
     return lambda: parse_reply(reply)
 

@@ -44,7 +44,7 @@ from minutes import ami, elitr, evidence_check, rouge, words  # noqa: E402
 
 from app import build_engine  # noqa: E402
 from core.config import LLMSettings, Settings  # noqa: E402
-from core.generate.base import bundled_smollm2_gguf  # noqa: E402
+from core.llm.base import bundled_smollm2_gguf  # noqa: E402
 from ops.llamacpp_server import LlamaCppProcess  # noqa: E402
 from core.models import Meeting, Message  # noqa: E402
 
@@ -196,8 +196,8 @@ def summarise_answers(rows: list[dict]) -> dict:
 def run_minutes(args, server, embedder, generators, count) -> dict:
     from rouge_score import rouge_scorer
 
-    from core.generate.minutes.extractive import ExtractiveMinutes
-    from core.generate.minutes.llm import LLMMinutes
+    from core.minutes.extractive import ExtractiveMinutes
+    from core.minutes.llm import LLMMinutes
 
     cases = (elitr if args.dataset == "elitr" else ami)(args.limit)
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
@@ -232,8 +232,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     info = header("SmolLM2-135M on CPU: llama.cpp over HTTP vs transformers in process")
-    from core.generate.base import make_generator
-    from core.generate.openai_backend import OpenAIGenerator
+    from core.llm.base import make_generator
+    from core.llm.openai_backend import OpenAIGenerator
     from core.index.embedders import make_embedder
 
     embedder = make_embedder("sentence-transformers", None)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import header, table, write_result  # noqa: E402
 
 import app  # noqa: E402,F401  (sets the offline environment first)
-from core.generate.transformers_backend import TransformersGenerator  # noqa: E402
+from core.llm.transformers_backend import TransformersGenerator  # noqa: E402
 from core.index.embedders import bundled_minilm_path  # noqa: E402
 from core.models import Message  # noqa: E402
 

@@ -42,10 +42,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, RESULTS, Contention, Stopwatch, header, percentile, quiet, table, write_result  # noqa: E402
 
-from core.generate.minutes.base import check_evidence  # noqa: E402
-from core.generate.minutes.inputs import meeting_from_text  # noqa: E402
+from core.answer.validation import split_sentences  # noqa: E402
 from core.formats.minutes import to_markdown  # noqa: E402
-from core.generate.validation import split_sentences  # noqa: E402
+from core.minutes.base import check_evidence  # noqa: E402
+from core.minutes.inputs import meeting_from_text  # noqa: E402
 from core.models import Meeting, Minutes, Turn  # noqa: E402
 from core.textutil import clean  # noqa: E402
 
@@ -176,7 +176,7 @@ def baselines(scorer, refs: list[str], meeting: Meeting, n: int) -> dict:
 
 
 def build_drafter(args):
-    from core.generate.minutes.extractive import ExtractiveMinutes
+    from core.minutes.extractive import ExtractiveMinutes
     from core.index.embedders import make_embedder
 
     embedder = make_embedder("sentence-transformers", None)
@@ -184,8 +184,8 @@ def build_drafter(args):
     extractive = ExtractiveMinutes(embedder)
     if args.backend == "extractive":
         return extractive
-    from core.generate.base import make_generator
-    from core.generate.minutes.llm import LLMMinutes
+    from core.llm.base import make_generator
+    from core.minutes.llm import LLMMinutes
 
     # A .gguf model is converted once into a cache folder; bench/results is git-ignored.
     generator = make_generator(args.backend, base_url=args.base_url, model=args.model, cache_dir=RESULTS / "models")

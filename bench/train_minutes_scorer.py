@@ -1,4 +1,4 @@
-"""Learn the extractive minutes' sentence scorer from QMSum train; write core/generate/minutes/summary_weights.py.
+"""Learn the extractive minutes' sentence scorer from QMSum train; write core/minutes/summary_weights.py.
 
 Data: ``qmsum/train.jsonl`` only (162 meetings), each with its general query's human answer
 ("Summarize the whole meeting") as the reference. A train meeting is left out when it also
@@ -38,7 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, RESULTS, quiet  # noqa: E402
 
-from core.generate.minutes.scorer import FEATURES, SentenceScorer, features, pick_summary  # noqa: E402
+from core.minutes.scorer import FEATURES, SentenceScorer, features, pick_summary  # noqa: E402
 from core.models import Meeting, Turn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +71,7 @@ def _fingerprint(turns: list[Turn]) -> str:
 
 def train_meetings() -> tuple[list[tuple[str, Meeting, list[str]]], list[str]]:
     """QMSum train meetings with their general summaries, minus any that the benchmarks score on."""
-    from core.generate.minutes.inputs import meeting_from_text
+    from core.minutes.inputs import meeting_from_text
 
     scored = ([_turns(d["transcript_turns"]) for d in _jsonl(DATA / "minutes" / "ami_abstractive_val.jsonl")]
               + [meeting_from_text(d["transcript_text"]).turns
@@ -126,7 +126,7 @@ def tables(meetings, drafter) -> dict:
     # Candidates, embeddings and topics come from the drafter's code; features are recomputed below.
     import inspect
 
-    from core.generate.minutes import extractive as ex
+    from core.minutes import extractive as ex
 
     made_by = [ex._tokens, ex._candidates, ex._statements, ex._segment, ex._gap_similarity, ex._depth]
     code = hashlib.sha1("".join(map(inspect.getsource, made_by)).encode() + drafter.model_id.encode()).hexdigest()[:12]
@@ -196,7 +196,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, help="N of the kept train meetings only, a fixed random sample (default: all)")
     args = ap.parse_args()
     quiet()
-    from core.generate.minutes.extractive import ExtractiveMinutes
+    from core.minutes.extractive import ExtractiveMinutes
     from core.index.embedders import make_embedder
 
     meetings, left_out = train_meetings()
@@ -234,7 +234,7 @@ def main() -> None:
             "cross_validated_rouge1_f": round(best, 4)}
     rounded = {k: ([round(v, 6) for v in val] if isinstance(val, list) and k != "features" else val)
                for k, val in weights.items()}
-    text = ('"""Weights of the extractive minutes\' sentence scorer (core/generate/minutes/scorer.py).\n\n'
+    text = ('"""Weights of the extractive minutes\' sentence scorer (core/minutes/scorer.py).\n\n'
             "Written by bench/train_minutes_scorer.py from QMSum train meetings and their human general\n"
             "summaries (5-fold cross-validation by meeting chose the target, ridge strength, summary length,\n"
             "redundancy penalty and coverage bonus); rerun the command in MADE to reproduce. Do not edit.\n"

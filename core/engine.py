@@ -11,16 +11,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from core.answer.answering import Answerer, StreamEvent
 from core.errors import BackendError, DocumentTooLarge, InvalidRequest, NotFound
 from core.formats.minutes import to_dict as minutes_dict
-from core.generate.answering import Answerer, StreamEvent
-from core.generate.minutes.base import MinutesDrafter
-from core.generate.minutes.base import Progress as MinutesProgress
-from core.generate.minutes.inputs import load_meeting, meeting_from_transcript
 from core.index.hybrid import HybridRetriever, Mode
 from core.index.serving import ServingSet, SyncProgress
 from core.ingest.chunking import document_id
 from core.ingest.pipeline import IngestPipeline, Progress, StepProgress, walk
+from core.minutes.base import MinutesDrafter
+from core.minutes.base import Progress as MinutesProgress
+from core.minutes.inputs import load_meeting, meeting_from_transcript
 from core.models import (
     DEFAULT_SCOPE, SCOPE_PATTERN, Answer, DocumentRecord, Feedback, Hit, IngestResult, IngestStatus, Job, Meeting,
     Message, Minutes, RatedAnswer, ServedModel, SwitchReport, Transcript,

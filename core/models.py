@@ -306,7 +306,7 @@ class Answer:
     created_at: datetime
     notes: list[str] = field(default_factory=list)
     # Sources deleted, unshared or replaced since the answer was given: read back, it no longer shows
-    # them nor the sentences that rested on them (core.generate.redaction).
+    # them nor the sentences that rested on them (core.answer.redaction).
     removed_sources: int = 0
     # Which served models produced it (core.index.serving): the embedder version that retrieved
     # ("base" or a registry version such as "3"), and the answer adapter's version (None: no adapter in play).

@@ -175,7 +175,7 @@ class LlamaCppProcess:
 
 
 def _bundled_model() -> Path:
-    from core.generate.base import bundled_smollm2_gguf
+    from core.llm.base import bundled_smollm2_gguf
 
     return bundled_smollm2_gguf()
 

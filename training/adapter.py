@@ -1,6 +1,6 @@
 """LoRA training of the answer adapter: SFT on cited reference answers, then KTO on 👍/👎 answers.
 
-The base model is a local folder, loaded the way ``core/generate/transformers_backend.py``
+The base model is a local folder, loaded the way ``core/llm/transformers_backend.py``
 serves it (4-bit NF4 with bitsandbytes on CUDA: QLoRA); the output is a peft adapter
 folder that the backend applies unchanged (``IMP_LLM__ADAPTER``). Prompts are
 production's ``answer_messages``, rendered by the tokenizer's chat template with
@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.answer.prompts import Packed, answer_messages
 from core.errors import BackendError, InvalidRequest
-from core.generate.prompts import Packed, answer_messages
 from training.adapter_data import AnswerExample, RatedExample, cited_numbers, fit
 from training.embedder import RayConfig
 
@@ -160,7 +160,7 @@ def load_model(base: Path, config: AdapterConfig) -> tuple[Any, Any, bool]:
         raise BackendError("4-bit QLoRA training needs a CUDA GPU; none is available")
     kwargs: dict[str, Any] = {"local_files_only": True}
     if four_bit:
-        from core.generate.transformers_backend import nf4_config
+        from core.llm.transformers_backend import nf4_config
 
         kwargs["quantization_config"] = nf4_config()
         kwargs["device_map"] = {"": torch.cuda.current_device()}  # a Ray worker's own GPU

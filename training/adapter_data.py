@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.answer.prompts import TRUNCATED, Packed, answer_messages, pack_sources
+from core.answer.validation import SUPPORT_THRESHOLD, citations, split_sentences, support, without_citations
 from core.errors import InvalidRequest
-from core.generate.prompts import TRUNCATED, Packed, answer_messages, pack_sources
-from core.generate.validation import SUPPORT_THRESHOLD, citations, split_sentences, support, without_citations
 from core.models import Chunk, Hit, Message
 from training.qmsum import MAX_LINE_BYTES, parse_meeting
 from training.records import MAX_NEGATIVES, MAX_QUERY_CHARS, clean_text, read_jsonl

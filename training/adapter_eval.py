@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from core.answer.prompts import answer_messages
 from core.errors import InvalidRequest
-from core.generate.prompts import answer_messages
 from training.adapter_data import AnswerExample, abstains, cited_numbers, fit, uncited
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def evaluate_adapter(base: Path, adapter: Path | None, examples: Sequence[Answer
     """Citation validity and ROUGE-L of ``base`` (+ ``adapter``) on ``examples``; the base alone when None."""
     from rouge_score import rouge_scorer
 
-    from core.generate.transformers_backend import TransformersGenerator
+    from core.llm.transformers_backend import TransformersGenerator
 
     if not examples:
         raise InvalidRequest("the adapter gate needs at least one example to score")

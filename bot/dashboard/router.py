@@ -21,6 +21,7 @@ from bot.auth import ALL, Grant
 from bot.dashboard import page
 from bot.dashboard.registry import RegistryReading, RegistryView
 from bot.dashboard.session import COOKIE, COOKIE_PATH, Sessions, same_origin
+from bot.routers.deps import EngineDep
 
 DEFAULT_DAYS = 7
 MAX_DAYS = 365
@@ -81,13 +82,13 @@ def dashboard_router(grants: Mapping[str, Collection[str] | None], *, registry: 
         return by_cookie, by_cookie is not None
 
     @router.get("/dashboard", response_class=HTMLResponse)
-    def show(request: Request) -> Response:
+    def show(request: Request, engine: EngineDep) -> Response:
         grant, by_cookie = viewer(request)
         if grant is None:
             return _html(page.login(), 401, {"www-authenticate": "Bearer"})
         days = days_of(request.query_params.get("days"))
         until = now()
-        data = request.app.state.engine.dashboard(until - timedelta(days=days), until, scopes=grant.visible)
+        data = engine.dashboard(until - timedelta(days=days), until, scopes=grant.visible)
         reading = None
         if registry is not None:
             reading = registry.reading() if grant.visible is None else RegistryReading.withheld()

@@ -6,19 +6,20 @@ import json
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 
 from bot.auth import Grant, grant_of
+from bot.routers.deps import EngineDep
 from bot.schemas import AnswerOut, AskIn, errors, public_error
 
 router = APIRouter(tags=["answers"])
 
 
 @router.post("/ask", response_model=AnswerOut, responses=errors(403))
-def ask(body: AskIn, request: Request, grant: Annotated[Grant, Depends(grant_of)]) -> AnswerOut:
+def ask(body: AskIn, engine: EngineDep, grant: Annotated[Grant, Depends(grant_of)]) -> AnswerOut:
     """Answer from the documents in ``scopes``, citing them; or say plainly that they do not answer it."""
-    answer = request.app.state.engine.ask(body.question, grant.require(body.scopes), body.messages())
+    answer = engine.ask(body.question, grant.require(body.scopes), body.messages())
     return AnswerOut.of(answer)
 
 
@@ -27,11 +28,11 @@ def _sse(event: str, data: dict) -> str:
 
 
 @router.post("/ask/stream", responses=errors(403) | {200: {"content": {"text/event-stream": {}}}})
-def ask_stream(body: AskIn, request: Request, grant: Annotated[Grant, Depends(grant_of)]) -> StreamingResponse:
+def ask_stream(body: AskIn, engine: EngineDep, grant: Annotated[Grant, Depends(grant_of)]) -> StreamingResponse:
     """The answer as Server-Sent Events: ``token`` events while it is written, then one ``answer``
     event with the validated answer (authoritative: unsupported sentences and bad citations are
     removed from it), or an ``error`` event with ``{code, detail}``."""
-    events = request.app.state.engine.ask_stream(body.question, grant.require(body.scopes), body.messages())
+    events = engine.ask_stream(body.question, grant.require(body.scopes), body.messages())
 
     def gen() -> Iterator[str]:
         try:
@@ -48,6 +49,6 @@ def ask_stream(body: AskIn, request: Request, grant: Annotated[Grant, Depends(gr
 
 
 @router.get("/answers/{answer_id}", response_model=AnswerOut, responses=errors(404))
-def get_answer(answer_id: str, request: Request, grant: Annotated[Grant, Depends(grant_of)]) -> AnswerOut:
+def get_answer(answer_id: str, engine: EngineDep, grant: Annotated[Grant, Depends(grant_of)]) -> AnswerOut:
     """A stored answer, if every scope it was asked in is one the token opens; otherwise 404."""
-    return AnswerOut.of(request.app.state.engine.answer(answer_id, scopes=grant.visible))
+    return AnswerOut.of(engine.answer(answer_id, scopes=grant.visible))

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel
+
+from bot.routers.deps import EngineDep, MetricsDep
 
 router = APIRouter(tags=["ops"])
 
@@ -18,14 +20,14 @@ class HealthOut(BaseModel):
 
 
 @router.get("/healthz", response_model=HealthOut)
-def healthz(request: Request) -> HealthOut:
+def healthz(engine: EngineDep) -> HealthOut:
     """Liveness plus a cheap check that the registry's database answers (one row read)."""
-    request.app.state.engine.registry.generation()
+    engine.registry.generation()
     return HealthOut(status="ok")
 
 
 @router.get("/metrics", response_class=Response,
             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition format"}})
-def metrics(request: Request) -> Response:
-    body, content_type = request.app.state.metrics.render()
+def metrics(metrics: MetricsDep) -> Response:
+    body, content_type = metrics.render()
     return Response(body, media_type=content_type)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import JSONResponse
 
 from bot.auth import Grant, grant_of
+from bot.routers.deps import EngineDep
 from bot.schemas import JobOut, errors, no_empty_fields
 from core.models import DEFAULT_SCOPE, SCOPE_PATTERN
 
@@ -22,7 +23,7 @@ _ONE_SOURCE = {"requestBody": {"required": True, "content": {"multipart/form-dat
 @router.post("/minutes", status_code=202, response_model=JobOut, responses=errors(403, 404, 429),
              openapi_extra=_ONE_SOURCE, dependencies=[Depends(no_empty_fields("scope", "doc_id"))])
 def start_minutes(
-    request: Request,
+    engine: EngineDep,
     grant: Annotated[Grant, Depends(grant_of)],
     # Not "UploadFile | None": the schema would say anyOf[file, null], and clients then send the part
     # without a filename, which is not a file upload at all. Absent means None all the same.
@@ -36,7 +37,6 @@ def start_minutes(
 
     An uploaded file is deleted when the job ends. A ``doc_id`` outside ``scope`` is 404.
     """
-    engine = request.app.state.engine
     grant.require([scope])
     if file is not None:  # the engine refuses a file and a doc_id together
         job = engine.submit_minutes(filename=file.filename or "", stream=file.file, doc_id=doc_id, scope=scope)

@@ -20,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bot.api import create_app
-from core.generate.redaction import redact
+from core.answer.redaction import redact
 from core.models import Answer, Chunk, Citation
 from core.store.answers import AnswerLog
 

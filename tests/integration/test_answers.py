@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 
 from app import build_engine
 from bot.api import create_app
+from core.answer.answering import NOT_FOUND
+from core.answer.prompts import TRUNCATED
 from core.config import LLMSettings, Settings
-from core.generate.answering import NOT_FOUND
-from core.generate.prompts import TRUNCATED
 from core.models import Message
 from tests.fakes.openai_server import FakeOpenAI, Reply
 

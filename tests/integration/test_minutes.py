@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 
 from bot.api import create_app
 from core.errors import NotFound, UnsupportedFormat
-from core.generate.minutes.base import check_evidence
 from core.formats.minutes import from_dict
+from core.minutes.base import check_evidence
 from core.store.jobs import JobStore
 from tests.conftest import SAMPLES
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from core.generate.minutes.base import check_evidence
-from core.generate.minutes.extractive import ExtractiveMinutes
-from core.generate.validation import content_words, split_sentences
+from core.answer.validation import content_words, split_sentences
+from core.minutes.base import check_evidence
+from core.minutes.extractive import ExtractiveMinutes
 from core.models import Meeting, Minutes, Turn
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -207,7 +207,7 @@ def test_summary_of_a_longer_meeting_is_substantive_and_says_nothing_twice(embed
 
 
 def test_the_scorer_refuses_weights_trained_on_other_features(embedder):
-    from core.generate.minutes.summary_weights import MADE, WEIGHTS
+    from core.minutes.summary_weights import MADE, WEIGHTS
 
     assert MADE["by"].startswith("bench/train_minutes_scorer.py") and MADE["data"].startswith("qmsum/train.jsonl")
     stale = dict(WEIGHTS, features=list(WEIGHTS["features"])[:-1])

@@ -8,9 +8,9 @@ import re
 import pytest
 
 from core.errors import BackendError
-from core.generate.minutes.base import check_evidence, evidence
-from core.generate.minutes.llm import LLMMinutes
-from core.generate.openai_backend import OpenAIGenerator
+from core.llm.openai_backend import OpenAIGenerator
+from core.minutes.base import check_evidence, evidence
+from core.minutes.llm import LLMMinutes
 from core.models import Meeting, Minutes, OpenQuestion, Topic, Turn
 from tests.fakes.openai_server import FakeOpenAI, Reply
 

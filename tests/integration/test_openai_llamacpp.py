@@ -14,13 +14,13 @@ import pytest
 from pydantic import SecretStr
 
 from app import build_engine
+from core.answer.answering import NOT_FOUND
 from core.config import AnswerSettings, LLMSettings, Settings
 from core.errors import BackendError
-from core.generate.answering import NOT_FOUND
-from core.generate.minutes.base import check_evidence
-from core.generate.minutes.extractive import ExtractiveMinutes
-from core.generate.minutes.llm import LLMMinutes
-from core.generate.openai_backend import OpenAIGenerator
+from core.llm.openai_backend import OpenAIGenerator
+from core.minutes.base import check_evidence
+from core.minutes.extractive import ExtractiveMinutes
+from core.minutes.llm import LLMMinutes
 from core.models import Meeting, Message, Turn
 from tests.support.llamacpp import llamacpp_or_skip
 

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 
 from core.errors import BackendError
-from core.generate.openai_backend import OpenAIGenerator
+from core.llm.openai_backend import OpenAIGenerator
 from core.models import Message
 from tests.fakes.net import QuietHTTPServer
 from tests.fakes.openai_server import FakeOpenAI, Reply

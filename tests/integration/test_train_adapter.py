@@ -18,9 +18,9 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from core.answer.prompts import SYSTEM
 from core.errors import InvalidRequest
-from core.generate.prompts import SYSTEM
-from core.generate.transformers_backend import TransformersGenerator
+from core.llm.transformers_backend import TransformersGenerator
 from core.models import RatedAnswer
 from training.adapter import (
     AdapterConfig,

@@ -12,9 +12,9 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from app import build_engine
 from core.config import LLMSettings, Settings
 from core.errors import BackendError
-from core.generate.base import bundled_smollm2_gguf
-from core.generate.transformers_backend import TransformersGenerator
 from core.index.embedders import bundled_minilm_path
+from core.llm.base import bundled_smollm2_gguf
+from core.llm.transformers_backend import TransformersGenerator
 from core.models import Message
 
 CHAT_TEMPLATE = (

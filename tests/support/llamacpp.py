@@ -12,7 +12,7 @@ import importlib.util
 import pytest
 
 from core.errors import BackendError
-from core.generate.base import bundled_smollm2_gguf
+from core.llm.base import bundled_smollm2_gguf
 from ops.llamacpp_server import LlamaCppProcess
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.generate.minutes.rules import (
+from core.minutes.rules import (
     clean,
     commitment,
     decision_text,

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from core.answer.validation import validate
 from core.errors import CorruptDocument, EmptyDocument
-from core.generate.minutes.dates import find_due
-from core.generate.minutes.extractive import ExtractiveMinutes
-from core.generate.minutes.inputs import meeting_from_text
-from core.generate.minutes.prompts import BadReply, clean_summary, parse_reply
-from core.generate.minutes.rules import find_actions, find_decisions, find_open_questions
-from core.generate.validation import validate
 from core.ingest.loaders import load_file
+from core.minutes.dates import find_due
+from core.minutes.extractive import ExtractiveMinutes
+from core.minutes.inputs import meeting_from_text
+from core.minutes.prompts import BadReply, clean_summary, parse_reply
+from core.minutes.rules import find_actions, find_decisions, find_open_questions
 from core.models import Chunk, Hit, Meeting, Turn
 from core.textutil import clean
 

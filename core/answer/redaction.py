@@ -27,7 +27,7 @@ import dataclasses
 import re
 from collections.abc import Collection
 
-from core.generate.validation import split_sentences
+from core.answer.validation import split_sentences
 from core.models import Answer
 
 # The citation marks validation writes ("[1][2]"); "[1, 2]" too, as older drafts had it. Linear: the

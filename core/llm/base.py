@@ -57,12 +57,12 @@ def make_generator(backend: str, *, path: Path | None = None, adapter: Path | No
                    context_tokens: int | None = None) -> Generator:
     """Map the configured backend to a generator. Imports the backend lazily."""
     if backend == "transformers":
-        from core.generate.transformers_backend import TransformersGenerator
+        from core.llm.transformers_backend import TransformersGenerator
 
         return TransformersGenerator(path or bundled_smollm2_gguf(), adapter=adapter, device=device,
                                      load_in_4bit=load_in_4bit, cache_dir=cache_dir, context_tokens=context_tokens)
     if backend == "openai":
-        from core.generate.openai_backend import OpenAIGenerator
+        from core.llm.openai_backend import OpenAIGenerator
 
         if not base_url or not model:
             raise BackendError("the openai backend needs IMP_LLM__BASE_URL and IMP_LLM__MODEL")

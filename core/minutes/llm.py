@@ -15,9 +15,9 @@ import logging
 import re
 from dataclasses import dataclass, field, replace
 
-from core.generate.base import Generator
-from core.generate.minutes import prompts as P
-from core.generate.minutes.base import MinutesDrafter, Progress, evidence, quote_in
+from core.llm.base import Generator
+from core.minutes import prompts as P
+from core.minutes.base import MinutesDrafter, Progress, evidence, quote_in
 from core.models import ActionItem, Decision, Evidence, Meeting, Minutes, OpenQuestion, Topic, Turn
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator
 
-from core.generate.minutes.dates import find_due
+from core.minutes.dates import find_due
 from core.models import Message, Turn
 
 

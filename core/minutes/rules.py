@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from core.generate.minutes.base import evidence
-from core.generate.minutes.dates import find_due  # noqa: F401 - find_due is part of the rules API
-from core.generate.validation import content_words, split_sentences
+from core.answer.validation import content_words, split_sentences
+from core.minutes.base import evidence
+from core.minutes.dates import find_due  # noqa: F401 - find_due is part of the rules API
 from core.models import ActionItem, Decision, Meeting, OpenQuestion, Turn
 from core.textutil import clean, plain as _plain
 

@@ -15,28 +15,34 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
+from core.answer.extractive import ExtractiveWriter
+from core.answer.prompts import Packed, answer_messages, pack_sources, rewrite_messages
+from core.answer.redaction import redact
+from core.answer.validation import validate
 from core.errors import ImpError
-from core.generate.base import Generator
-from core.generate.extractive import ExtractiveWriter
-from core.generate.prompts import Packed, answer_messages, pack_sources, rewrite_messages
-from core.generate.validation import validate
 from core.index.hybrid import Retrieval
+from core.llm.base import Generator
 from core.models import Answer, Citation, Hit, Message
 from core.observe import Observer, guarded
-from core.generate.redaction import redact
 from core.store.answers import AnswerLog
 
 log = logging.getLogger(__name__)
 
 NOT_FOUND = "I could not find an answer to that in the documents available here."
 
-Search = Callable[[str, int, list[str]], list[Hit]]
-# (query, k, scopes, to the challenger?) -> hits and the embedder version that found them
-RoutedSearch = Callable[[str, int, list[str], bool], Retrieval]
+
+class Retriever(Protocol):
+    """Where the answerer finds its sources (core.index.hybrid.HybridRetriever is one)."""
+
+    def retrieve(self, query: str, k: int, scopes: list[str], *, challenger: bool = False) -> Retrieval:
+        """The ``k`` best hits within ``scopes``, found with the challenger embedder when ``challenger``
+        and one is served, and the version of the embedder that found them."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,19 +57,14 @@ class StreamEvent:
 class Answerer:
     """Turns a question into a validated, logged Answer."""
 
-    def __init__(self, search: Search | None, answers: AnswerLog, extractive: ExtractiveWriter, *,
+    def __init__(self, retriever: Retriever, answers: AnswerLog, extractive: ExtractiveWriter, *,
                  generator: Generator | None = None, k: int = 6, min_similarity: float = 0.35,
-                 max_new_tokens: int = 256, routed: RoutedSearch | None = None, canary_share: float = 0.0,
-                 canary_seed: int | None = None, adapter: str | None = None, observer: Observer | None = None):
-        """``routed`` (preferred over ``search``) lets a share of questions, ``canary_share``, go to the
-        challenger embedder; ``adapter`` is the version of the answer adapter ``generator`` runs with.
-        ``observer`` is told of each answer given and how long writing its draft took (core.observe)."""
-        if routed is None:
-            if search is None:
-                raise ValueError("give search or routed")
-            plain = search
-            routed = lambda q, k, scopes, _challenger: Retrieval(plain(q, k, scopes), None)  # noqa: E731
-        self._routed = routed
+                 max_new_tokens: int = 256, canary_share: float = 0.0, canary_seed: int | None = None,
+                 adapter: str | None = None, observer: Observer | None = None):
+        """A share of questions, ``canary_share``, goes to the challenger embedder; ``adapter`` is the version
+        of the answer adapter ``generator`` runs with. ``observer`` is told of each answer given and how long
+        writing its draft took (core.observe)."""
+        self._retriever = retriever
         self._canary_share = canary_share
         self._random = random.Random(canary_seed)
         self._adapter = adapter
@@ -102,7 +103,7 @@ class Answerer:
         started = time.perf_counter()
         query = self._standalone(question, history)
         to_challenger = self._canary_share > 0 and self._random.random() < self._canary_share
-        retrieval = self._routed(query, self._k, scopes, to_challenger)
+        retrieval = self._retriever.retrieve(query, self._k, scopes, challenger=to_challenger)
         hits = retrieval.hits
         retrieved = time.perf_counter()
         best = max((h.similarity or 0.0 for h in hits), default=0.0)

@@ -1,4 +1,4 @@
-"""Weights of the extractive minutes' sentence scorer (core/generate/minutes/scorer.py).
+"""Weights of the extractive minutes' sentence scorer (core/minutes/scorer.py).
 
 Written by bench/train_minutes_scorer.py from QMSum train meetings and their human general
 summaries (5-fold cross-validation by meeting chose the target, ridge strength, summary length,

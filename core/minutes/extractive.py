@@ -19,12 +19,12 @@ from functools import lru_cache
 
 import numpy as np
 
-from core.generate.minutes.base import Progress
-from core.generate.minutes.rules import find_actions, find_decisions, find_open_questions
-from core.generate.minutes.scorer import Sentence, SentenceScorer, SummaryTable, features, pick_summary
-from core.generate.minutes.summary_weights import WEIGHTS
-from core.generate.validation import content_words, split_sentences
+from core.answer.validation import content_words, split_sentences
 from core.index.embedders import Embedder
+from core.minutes.base import Progress
+from core.minutes.rules import find_actions, find_decisions, find_open_questions
+from core.minutes.scorer import Sentence, SentenceScorer, SummaryTable, features, pick_summary
+from core.minutes.summary_weights import WEIGHTS
 from core.models import Meeting, Minutes, OpenQuestion, Topic
 from core.textutil import clean, key
 

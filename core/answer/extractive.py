@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.generate.validation import content_words, split_sentences
+from core.answer.validation import content_words, split_sentences
 from core.index.embedders import Embedder
 from core.models import Hit
 

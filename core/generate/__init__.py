@@ -1,1 +1,0 @@
-"""Generation: LLM backends, prompts, extractive answers, citation validation and answering."""

@@ -24,13 +24,11 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+from core.answer.answering import Answerer  # noqa: E402
+from core.answer.extractive import ExtractiveWriter  # noqa: E402
 from core.config import Settings  # noqa: E402
 from core.engine import Engine  # noqa: E402
 from core.errors import ImpError  # noqa: E402
-from core.generate.answering import Answerer  # noqa: E402
-from core.generate.base import Generator, make_generator  # noqa: E402
-from core.generate.extractive import ExtractiveWriter  # noqa: E402
-from core.generate.minutes.base import MinutesDrafter  # noqa: E402
 from core.index.embedders import Embedder, make_embedder  # noqa: E402
 from core.index.hybrid import HybridRetriever  # noqa: E402
 from core.index.keyword import KeywordIndex  # noqa: E402
@@ -39,6 +37,8 @@ from core.index.serving import (  # noqa: E402
 )
 from core.ingest.media import Media  # noqa: E402
 from core.ingest.pipeline import IngestPipeline  # noqa: E402
+from core.llm.base import Generator, make_generator  # noqa: E402
+from core.minutes.base import MinutesDrafter  # noqa: E402
 from core.observe import Observer, Observers  # noqa: E402
 from core.speech.base import SpeechConfig  # noqa: E402
 from core.speech.transcriber import Transcriber  # noqa: E402
@@ -94,10 +94,9 @@ def build_engine(settings: Settings, *, embedder: Embedder | None = None,
     adapter_path, adapter_version = served_adapter(settings, served)
     generator = build_generator(settings, adapter=adapter_path)
     answerer = Answerer(
-        None, AnswerLog(registry), ExtractiveWriter(embedder),
+        retriever, AnswerLog(registry), ExtractiveWriter(embedder),
         generator=generator, k=settings.answer.k, min_similarity=settings.answer.min_similarity,
         max_new_tokens=settings.llm.max_new_tokens,
-        routed=lambda q, k, scopes, challenger: retriever.retrieve(q, k, scopes, challenger=challenger),
         canary_share=settings.models.canary_share, adapter=adapter_version if generator is not None else None,
         observer=observers,
     )
@@ -168,12 +167,12 @@ def build_gates(settings: Settings) -> dict:
 
 def build_minutes(embedder: Embedder, generator: Generator | None) -> MinutesDrafter:
     """Extractive minutes without an LLM; with one, map-reduce drafting that falls back on them."""
-    from core.generate.minutes.extractive import ExtractiveMinutes
+    from core.minutes.extractive import ExtractiveMinutes
 
     extractive = ExtractiveMinutes(embedder)
     if generator is None:
         return extractive
-    from core.generate.minutes.llm import LLMMinutes
+    from core.minutes.llm import LLMMinutes
 
     return LLMMinutes(generator, extractive)
 
@@ -189,7 +188,7 @@ def build_slack(settings: Settings, engine: Engine, *, socket_mode: bool = False
 
     from bot.slack.app import SlackOptions, create_slack_bot, web_client
     from core.errors import BackendError, InvalidRequest
-    from core.store.chat import ChatState
+    from bot.chat.state import ChatState
 
     sl = settings.slack
     needed = {"IMP_SLACK__BOT_TOKEN": sl.bot_token}
@@ -227,6 +226,41 @@ def build_slack(settings: Settings, engine: Engine, *, socket_mode: bool = False
             logging.getLogger(__name__).warning("cannot reach Slack at %s to check %s: %s", sl.api_url, name, e)
             break
     return create_slack_bot(engine, ChatState(engine.registry), options)
+
+
+def build_teams(settings: Settings, engine: Engine):
+    """The Teams front door for this engine, or None when no Teams app is configured (IMP_TEAMS__APP_ID).
+
+    The app id needs its client secret (IMP_TEAMS__APP_PASSWORD): a half configuration is refused.
+    IMP_TEAMS__EXTRA_HOSTS adds hosts to the connector's and the file downloads' allow-lists.
+    """
+    from bot.chat.state import ChatState
+    from bot.teams.auth import BotFrameworkAuthenticator
+    from bot.teams.bot import TeamsBot, TeamsOptions
+    from bot.teams.connector import DEFAULT_SERVICE_HOSTS, ConnectorClient
+    from bot.teams.files import TeamsFiles
+    from bot.teams.signing_keys import SigningKeys
+    from bot.teams.token import BotTokenProvider
+
+    tm = settings.teams
+    if not tm.app_id:
+        if tm.app_password is not None:
+            raise ImpError("Teams is half configured: set IMP_TEAMS__APP_ID")
+        return None
+    if tm.app_password is None:
+        raise ImpError("Teams is half configured: set IMP_TEAMS__APP_PASSWORD (the app registration's client secret)")
+    tokens = BotTokenProvider(tm.app_id, tm.app_password.get_secret_value(), tenant_id=tm.tenant_id,
+                              token_url=tm.token_url)
+    extra = tuple(tm.extra_hosts)
+    loopback = tuple(h.rsplit(":", 1)[0] if h.count(":") == 1 else h for h in extra)  # the connector's: no ports
+    connector = ConnectorClient(tokens, allowed_hosts=(*DEFAULT_SERVICE_HOSTS, *loopback))
+    max_bytes = int(max(settings.speech.max_file_mb, settings.ingest.max_file_mb) * 2**20)
+    files = TeamsFiles(settings.data_dir / "teams-staging", max_bytes, tokens=tokens, extra_hosts=extra)
+    authenticator = BotFrameworkAuthenticator(tm.app_id, SigningKeys(tm.openid_metadata_url), tenant_id=tm.tenant_id)
+    options = TeamsOptions(app_id=tm.app_id, tenant_id=tm.tenant_id, company_scopes=list(tm.company_scopes),
+                           max_file_bytes=max_bytes, poll_s=tm.poll_s, workers=tm.workers,
+                           loopback_http=any(h.startswith(("127.", "localhost", "[::1]")) for h in extra))
+    return TeamsBot(engine, ChatState(engine.registry), connector, files, authenticator, options)
 
 
 def build_transcriber(settings: Settings, *, observer: Observer | None = None) -> Transcriber:
@@ -395,9 +429,12 @@ def build_drift_check(settings: Settings, engine: Engine):
 
 def build_retention(settings: Settings, registry: DocumentRegistry | None = None):
     """Legal holds and the purge over the registry's database and the data folder's stored uploads."""
+    from bot.chat.state import ChatState
     from core.store.retention import Retention
 
-    return Retention(registry or DocumentRegistry(settings.database_url), settings.data_dir / "files")
+    registry = registry or DocumentRegistry(settings.database_url)
+    # The chat layer's message links and tasks point at answers and jobs: the purge asks it what it needs.
+    return Retention(registry, settings.data_dir / "files", participants=[ChatState(registry)])
 
 
 def build_purge(settings: Settings, engine: Engine, *, on_purged=None):  # noqa: ANN001 - ops.retention.OnPurged

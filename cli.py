@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-from app import build_engine, build_gates, build_registry_reader, build_retrain_scheduler, build_slack  # first: makes the process offline before any model library loads
+from app import (  # first: makes the process offline before any model library loads
+    build_engine, build_gates, build_registry_reader, build_retrain_scheduler, build_slack, build_teams,
+)
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -289,7 +291,8 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on")] = None,
     port: Annotated[int | None, typer.Option(help="Port")] = None,
 ) -> None:
-    """Run the REST API (OpenAPI docs at /docs), and Slack's HTTP endpoints when IMP_SLACK__* are set."""
+    """Run the REST API (OpenAPI docs at /docs), Slack's HTTP endpoints when IMP_SLACK__* are set, and Teams'
+    (POST /api/messages) when IMP_TEAMS__APP_ID and IMP_TEAMS__APP_PASSWORD are."""
     import uvicorn
 
     from bot.api import create_app
@@ -305,16 +308,18 @@ def serve(
     engine = _engine(settings)
     try:
         slack = build_slack(settings, engine)
-        if slack is not None and not tokens:  # the API would be open to anyone who can reach Slack's endpoints
-            err.print("[red]refusing[/red] to serve Slack with an open REST API; set IMP_API__TOKEN or "
-                      "IMP_API__TOKENS", highlight=False)
+        teams = build_teams(settings, engine)
+        if (slack is not None or teams is not None) and not tokens:
+            # the API would be open to anyone who can reach the chat endpoints
+            err.print(f"[red]refusing[/red] to serve {'Slack' if slack is not None else 'Teams'} with an open REST "
+                      "API; set IMP_API__TOKEN or IMP_API__TOKENS", highlight=False)
             raise typer.Exit(2)
         engine.warm_up()  # models load before the port opens, not on the first question
         _freeze_heap()
     except ImpError as e:
         _fail(e)
     app = create_app(engine, tokens=tokens, allowed_hosts=settings.api.hosts(host), gates=build_gates(settings),
-                     slack=slack, model_registry=build_registry_reader(settings))
+                     slack=slack, teams=teams, model_registry=build_registry_reader(settings))
     scheduler = None
     if settings.scheduler.enabled:  # retraining inside the service (else: run `imp worker` beside it)
         try:

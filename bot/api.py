@@ -25,6 +25,8 @@ from bot.routers import ask, documents, feedback, health, jobs, minutes, search
 from bot.schemas import errors, public_error
 from bot.slack.app import SlackBot
 from bot.slack.http import slack_router
+from bot.teams.bot import TeamsBot
+from bot.teams.route import teams_router
 from core.engine import Engine
 from core.errors import Busy, ImpError
 
@@ -50,10 +52,11 @@ def _error(status: int, code: str, detail: str, headers: Mapping[str, str] | Non
 def create_app(engine: Engine, *, api_token: SecretStr | None = None,
                tokens: Mapping[str, Collection[str] | None] | None = None,
                allowed_hosts: Collection[str] | None = None, upload_limit: int | None = None,
-               gates: Mapping[str, Gate] | None = None, slack: SlackBot | None = None,
+               gates: Mapping[str, Gate] | None = None, slack: SlackBot | None = None, teams: TeamsBot | None = None,
                metrics: Metrics | None = None,
                model_registry: Callable[[], Sequence[RegistryVersion]] | None = None) -> FastAPI:
-    """The REST API; with ``slack``, also Slack's event, command and interaction endpoints.
+    """The REST API; with ``slack``, also Slack's event, command and interaction endpoints; with ``teams``,
+    Bot Framework's POST /api/messages.
 
     ``tokens`` maps each bearer token to the scopes it opens (None or ["*"]: all);
     ``api_token`` is one more all-scopes token. With neither, /v1 is open (loopback use).
@@ -72,6 +75,8 @@ def create_app(engine: Engine, *, api_token: SecretStr | None = None,
         engine.recover_jobs()
         if slack is not None:
             slack.start()
+        if teams is not None:
+            teams.start()
         if registry is not None:
             registry.start()
         yield
@@ -79,6 +84,8 @@ def create_app(engine: Engine, *, api_token: SecretStr | None = None,
             registry.stop()
         if slack is not None:
             slack.close()
+        if teams is not None:
+            teams.close()
         engine.remove_observer(metrics.observer)
         engine.close()
 
@@ -97,6 +104,8 @@ def create_app(engine: Engine, *, api_token: SecretStr | None = None,
     app.include_router(health.router, responses=errors(400, 500))
     if slack is not None:
         app.include_router(slack_router(slack.app))  # Slack signs its requests; no bearer token
+    if teams is not None:
+        app.include_router(teams_router(teams))  # Bot Framework's own token, checked by the route
 
     gates = dict(gates or {})
     metrics.watch_gates(gates)

@@ -6,8 +6,9 @@ disk, for multipart). ``Edge`` sits in front of the app and decides from the hea
 
 - Host: a Host header outside ``allowed_hosts`` gets 400 (DNS rebinding: a web page
   whose name resolves to 127.0.0.1 must not reach a loopback API through the browser).
-- Token: every path but the open ones (health, metrics, API docs) and Slack's (signed
-  by Slack, capped by their own router) needs one of the bearer tokens, else 401. The
+- Token: every path but the open ones (health, metrics, API docs), Slack's (signed
+  by Slack, capped by their own router) and Teams' (a Bot Framework token, checked by its
+  route) needs one of the bearer tokens, else 401. The
   token's scopes travel in the ASGI scope to the routes, which read them with
   ``grant_of``.
 - Size: a Content-Length above the route's cap gets 413 at once; a body without one
@@ -39,6 +40,8 @@ MULTIPART_OVERHEAD = 1 << 20  # part headers and form fields around the files of
 UPLOAD_ROUTES = frozenset({("POST", "/v1/documents"), ("POST", "/v1/minutes")})
 OPEN_PATHS = frozenset({"/healthz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 SIGNED_PREFIX = "/slack/"  # Slack signs these; bot/slack/http.py checks the signature and caps the body
+# Bot Framework sends its own bearer token (a signed JWT) here, checked by bot/teams/route.py; the body cap applies.
+BOT_FRAMEWORK_PATH = "/api/messages"
 # The dashboard checks a bearer token or its session cookie itself (bot/dashboard): a browser has no token
 # to send, and must get the login form rather than a JSON 401. Host check and body caps still apply here.
 SESSION_PATHS = ("/dashboard", "/dashboard/")
@@ -168,7 +171,8 @@ class Edge:
         if path.startswith(SIGNED_PREFIX):
             await self.app(scope, receive, send)
             return
-        if path not in OPEN_PATHS and not (path == SESSION_PATHS[0] or path.startswith(SESSION_PATHS[1])):
+        if path not in OPEN_PATHS and path != BOT_FRAMEWORK_PATH and not (
+                path == SESSION_PATHS[0] or path.startswith(SESSION_PATHS[1])):
             grant = self._tokens.grant(_bearer(scope)) if self._tokens else ALL
             if grant is None:
                 await _refuse(send, 401, "unauthorized", "missing or wrong bearer token",

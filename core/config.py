@@ -286,6 +286,11 @@ class TeamsSettings(BaseModel):
     token_url: str | None = None
     # Scopes every Teams conversation may answer from besides its own (documents ingested by an admin).
     company_scopes: list[str] = ["default"]
+    # Hosts IMP may call or fetch files from besides Microsoft's ("host" or "host:port"): a sovereign cloud's
+    # Bot Connector, or local fakes (plain http only to a loopback host named with its port).
+    extra_hosts: list[str] = []
+    poll_s: float = Field(default=2.0, gt=0, le=60)  # how often long tasks (files, minutes) are looked at
+    workers: int = Field(default=4, ge=1, le=64)  # activities worked on at once
 
     @field_validator("app_password")
     @classmethod

@@ -164,6 +164,8 @@ class FakeBotConnector(FakeService):
             return 404, {"error": {"code": "NotFound", "message": "No such resource"}}
 
     def _store(self, convo: dict[str, Any], body: Any, reply_to: str | None) -> tuple[int, Any]:
+        if isinstance(body, dict) and body.get("type") == "typing":  # shown for a moment, never kept
+            return 201, {"id": self.next_id("")}
         if not isinstance(body, dict) or body.get("type") != "message":
             return 400, {"error": {"code": "BadSyntax", "message": "an activity of type message is needed"}}
         activity = dict(body, id=self.next_id(""))

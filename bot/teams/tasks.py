@@ -1,0 +1,128 @@
+"""The Teams side of long tasks (bot/chat/tasks.py): fetch the dropped file, show progress in a card
+updated in place, post what came of it (what was indexed, or the minutes as an Adaptive Card).
+
+A task remembers where to post (``data["where"]``: service URL, conversation, thread) and, for a file,
+its short-lived download link (``data["download_url"]``). Teams throttles with 429 (and 412); the
+connector already waits those out a few times, and a task still throttled stays open for the next round.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from bot.chat.replies import reason
+from bot.chat.state import ChatState, ChatTask
+from bot.chat.tasks import (
+    INGEST,
+    DeletedMeanwhile,
+    Failed,
+    Indexed,
+    MinutesReady,
+    Outcome,
+    Unchanged,
+)
+from bot.teams.cards import minutes_card, neutral, progress_card
+from bot.teams.connector import ConnectorClient, ConnectorError
+from bot.teams.files import FileGone, TeamsFile, TeamsFiles
+from bot.teams.outbox import Where, card_activity, post, say, text_activity
+from core.formats.locations import clock
+from core.models import DocumentRecord, Job
+
+PLATFORM = "teams"
+
+
+def verb_of(task: ChatTask) -> str:
+    return "Indexing" if task.kind == INGEST else "Writing minutes of"
+
+
+def indexed_text(record: DocumentRecord, name: str) -> str:
+    parts = []
+    if record.duration:
+        parts.append(f"{clock(record.duration)} of {'video' if record.kind == 'video' else 'audio'}")
+    elif record.pages:
+        parts.append(f"{record.pages} page{'s' if record.pages != 1 else ''}")
+    parts.append(f"{record.chunks} passage{'s' if record.chunks != 1 else ''}")
+    return f"✅ Indexed {name} ({', '.join(parts)}). Members of this conversation can now ask me about it."
+
+
+def platform_reason(e: Exception) -> str | None:
+    if isinstance(e, ConnectorError):
+        if e.status in (403, 404):
+            return "Teams would not let me post there; an admin may need to add me to this team or chat again."
+        return "Teams is not answering me right now; please try again in a minute."
+    return None
+
+
+class TeamsTaskHost:
+    platform = PLATFORM
+
+    def __init__(self, connector: ConnectorClient, files: TeamsFiles, state: ChatState):
+        self._connector = connector
+        self._files = files
+        self._state = state
+        self._cards: dict[str, dict] = {}
+
+    def fetch(self, task: ChatTask, folder: Path) -> Path:
+        url = task.data.get("download_url")
+        if not url or not task.file_id:
+            raise FileGone("the file's download link is no longer known; share it again")
+        try:
+            staged = self._files.fetch(TeamsFile.shared_link(url, task.file_name or task.file_id, task.file_id))
+        finally:  # the link is a credential: kept no longer than needed
+            self._state.update_task(task.task_id, data={k: v for k, v in task.data.items() if k != "download_url"})
+        try:
+            target = folder / staged.name
+            shutil.move(staged.path, target)
+            return target
+        finally:
+            staged.discard()
+
+    def progress_text(self, task: ChatTask, job: Job) -> str:
+        card = progress_card(verb_of(task), task.file_name or "the file", job.stage, job.done, job.total)
+        text = json.dumps(card, sort_keys=True)
+        self._cards[task.task_id] = card  # shown by show_progress, which the worker calls next when it changed
+        return text
+
+    def show_progress(self, task: ChatTask, text: str) -> None:
+        card = self._cards.pop(task.task_id, None) or json.loads(text)
+        where = Where.from_data(task.data["where"])
+        self._connector.update(where.service_url, where.conversation_id, task.status or "", card_activity(card))
+
+    def file_gone(self, task: ChatTask) -> bool:
+        return False  # Teams tells no bot when a file is deleted from SharePoint; deleting its message is the signal
+
+    def finish(self, task: ChatTask, outcome: Outcome) -> None:
+        where = Where.from_data(task.data["where"])
+        name = task.file_name or ("the recording" if task.kind != INGEST else "the file")
+        if isinstance(outcome, MinutesReady):
+            card = minutes_card(outcome.minutes, source=name)
+            activity = card_activity(card, f"Minutes of {name}")
+            if task.status:
+                self._connector.update(where.service_url, where.conversation_id, task.status, activity)
+            else:
+                message_id = post(self._connector, where, activity)
+                self._state.update_task(task.task_id, status=message_id)
+            return
+        if isinstance(outcome, Indexed):
+            text = indexed_text(outcome.document, name)
+        elif isinstance(outcome, Unchanged):
+            text = f"✅ {name} was indexed before; nothing changed."
+        elif isinstance(outcome, DeletedMeanwhile):
+            text = f"🗑️ {name} was deleted in Teams before I finished; I kept nothing."
+        else:
+            assert isinstance(outcome, Failed)
+            what = "index" if task.kind == INGEST else "write minutes of"
+            text = f"⚠️ I could not {what} {name}: {outcome.why}"
+        if task.status:
+            self._connector.update(where.service_url, where.conversation_id, task.status,
+                                   text_activity(neutral(text)))
+        else:
+            say(self._connector, where, text)
+
+    def throttled(self, e: Exception) -> bool:
+        return isinstance(e, ConnectorError) and e.status in (429, 412)
+
+    def reason(self, e: Exception) -> str:
+        return reason(e, platform_reason, where="Teams")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from core.formats.citations import snippet
 from core.formats.minutes import where
 from core.formats.locations import clock, locator
 from core.models import Answer, DocumentRecord, Evidence, Minutes
@@ -80,17 +81,6 @@ def _markdown_to_mrkdwn(text: str) -> str:
     return re.sub(r"^#{1,6}\s*(.+)$", r"*\1*", text, flags=re.M)
 
 
-_SENTENCE = re.compile(r"(?<=[.!?…])\s+")
-_WORD = re.compile(r"\w+")
-
-
-def snippet(source_text: str, answer_text: str, n: int, limit: int = 160) -> str:
-    """The sentence of a source that best matches what the answer says with ``[n]``."""
-    cited = " ".join(s for s in _SENTENCE.split(answer_text) if f"[{n}]" in s) or answer_text
-    words = {w for w in _WORD.findall(cited.lower()) if len(w) > 2}
-    sentences = _SENTENCE.split(" ".join(source_text.split()))
-    best = max(sentences, key=lambda s: len(words & set(_WORD.findall(s.lower()))))
-    return best if len(best) <= limit else best[:limit - 1].rsplit(" ", 1)[0] + "…"
 
 
 def source_line(n: int, answer: Answer) -> str:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.slack.blocks import snippet  # the sentence of a source an answer cites; shared with Slack's blocks
+from core.formats.citations import snippet
 from core.formats.minutes import where
 from core.formats.locations import clock, locator
 from core.models import Answer, Evidence, Minutes

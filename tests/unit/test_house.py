@@ -60,3 +60,67 @@ def test_the_rule_sees_an_import_it_forbids(tmp_path, monkeypatch):
     monkeypatch.setitem(PENDING, "core.store.moving", ("bot/slack/",))
     assert _allowed("bot/slack/deps.py", "core.store.moving") and not _allowed("bot/teams/x.py", "core.store.moving")
     assert not _allowed("bot/slack/deps.py", "core.store.registry")
+
+
+def _module_of(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _bot_imports(path: Path, modules: set[str]) -> set[str]:
+    """The modules of bot/ that ``path`` imports anywhere (functions and TYPE_CHECKING blocks included);
+    ``from bot.x import y`` counts as importing ``bot.x.y`` when that is a module."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in modules else node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found & modules
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    cycles, state = [], {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                cycles.append(trail[trail.index(nxt):] + [nxt] if nxt in trail else [node, nxt])
+            elif nxt not in state:
+                visit(nxt, [*trail, nxt])
+        state[node] = "done"
+
+    for start in sorted(graph):
+        if start not in state:
+            visit(start, [start])
+    return cycles
+
+
+def test_no_module_of_the_front_doors_is_in_an_import_cycle():
+    """Each listener, adapter and worker can be read (and built) on its own: the Slack adapter's old circle
+    deps -> followups -> files -> deps, or any new one, fails here."""
+    paths = sorted(ROOT.joinpath("bot").rglob("*.py"))
+    modules = {_module_of(p) for p in paths}
+    graph = {_module_of(p): _bot_imports(p, modules) - {_module_of(p)} for p in paths}
+    assert {"bot.chat.tasks", "bot.slack.followups", "bot.teams.bot"} <= set(graph)
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_check_finds_a_circle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_chat_layer_knows_no_platform():
+    """Slack and Teams are adapters over bot/chat, never the other way round, and neither uses the other."""
+    paths = sorted(ROOT.joinpath("bot").rglob("*.py"))
+    modules = {_module_of(p) for p in paths}
+    for path in paths:
+        module, imported = _module_of(path), _bot_imports(path, modules)
+        for platform, other in (("bot.chat", ("bot.slack", "bot.teams")), ("bot.slack", ("bot.teams",)),
+                                ("bot.teams", ("bot.slack",))):
+            if module.startswith(platform):
+                assert not [m for m in imported if m.startswith(other)], f"{module} imports {imported}"

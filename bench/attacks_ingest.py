@@ -130,7 +130,7 @@ def child_race(data: Path, rounds: int) -> dict:
         words = [f"{w}{n}" for w in WORDS]
         found = [w for w in words if any(w in h.chunk.text for h in engine.search(w, k=3, mode="keyword"))]
         dense = [w for w in words if any(w in h.chunk.text for h in engine.search(f"code word {w}", k=3, mode="dense"))]
-        with engine.registry.session() as s:
+        with engine.database.session() as s:
             rows = s.scalar(select(func.count()).select_from(ChunkRow).where(ChunkRow.doc_id == doc_id))
         committed = next((i for i, w in enumerate(words) if any(w in c.text for c in visible)), None)
         # Re-sending the committed content (or, with nothing visible, the first one): what does IMP say?
@@ -148,6 +148,7 @@ def child_race(data: Path, rounds: int) -> dict:
 
 
 def child_cli(tree: Path, data: Path, rounds: int) -> dict:
+    from core.store.database import Database
     from core.store.registry import DocumentRegistry
 
     out = []
@@ -169,11 +170,12 @@ def child_cli(tree: Path, data: Path, rounds: int) -> dict:
                              for d in json.loads(stdout)["documents"]]
             except (ValueError, KeyError):
                 statuses.append("crashed: " + (stderr.strip().splitlines() or [""])[-1][:200])
-        registry = DocumentRegistry(f"sqlite:///{base / 'imp' / 'imp.sqlite3'}")
+        database = Database(f"sqlite:///{base / 'imp' / 'imp.sqlite3'}")
+        registry = DocumentRegistry(database)
         records = registry.list()
         complete = sum(1 for r in records if r.status.value == "indexed" and r.chunks
                        and len(registry.chunks_of(r.doc_id)) == r.chunks)
-        registry.close()
+        database.close()
         out.append({"answers": sorted(statuses), "sql_in_answers": leaks, "documents": len(records),
                     "complete": complete})
     bad = [r for r in out if r["sql_in_answers"] or r["complete"] < 6 or any(a.startswith(("failed", "crashed"))

@@ -37,7 +37,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, header, quiet, summarize_ms, table, write_result  # noqa: E402
 
-from core.store.registry import DocumentRegistry  # noqa: E402
+from core.store.database import Database  # noqa: E402
 from core.store.schema import AlertRow, AnswerRow, DocumentRow, FeedbackRow, MonitorCheckRow  # noqa: E402
 from tests.fakes.net import free_port, wait_until_up  # noqa: E402
 
@@ -54,7 +54,7 @@ def fill(url: str, *, answers: int, feedback: int, documents: int, checks: int, 
     """Insert the rows; times spread over the last ``span_days`` days, busier in working hours."""
     rng = random.Random(seed)
     now = datetime.now(UTC).replace(tzinfo=None)
-    registry = DocumentRegistry(url)
+    database = Database(url)
 
     def when() -> datetime:
         t = now - timedelta(seconds=rng.uniform(60, span_days * 86400))
@@ -101,9 +101,9 @@ def fill(url: str, *, answers: int, feedback: int, documents: int, checks: int, 
                                     signals=signals, seconds=round(rng.uniform(0.5, 3), 2)))
     rows.append(AlertRow(signal="query_embedding", opened_at=now - timedelta(days=span_days * 0.2), resolved_at=None,
                          score=0.012, threshold=0.008, message="query_embedding drifted", delivered=["webhook"]))
-    with registry.session() as s, s.begin():
+    with database.session() as s, s.begin():
         s.add_all(rows)
-    registry.close()
+    database.close()
 
 
 def serve(data: Path, port: int) -> subprocess.Popen:

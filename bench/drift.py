@@ -111,10 +111,10 @@ def check_cost(queries: list[str], embedder, window: int, repeats: int = 5) -> d
         engine = build_engine(Settings(data_dir=Path(tmp) / "data"), embedder=embedder)
         try:
             rng = random.Random(0)
-            ids = AnswerStream(engine.registry).add(rng.sample(queries, 2 * window))
+            ids = AnswerStream(engine.database).add(rng.sample(queries, 2 * window))
             rate(engine, ids[::3], 1)
             rate(engine, ids[1::7], -1)
-            check = DriftCheck(engine.registry, engine.embed_questions, DriftConfig(), window=window)
+            check = DriftCheck(engine.database, engine.embed_questions, DriftConfig(), window=window)
             walls, inner, others = [], [], []
             for _ in range(repeats):
                 with Contention() as busy, Stopwatch() as t:

@@ -42,12 +42,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, RESULTS, Contention, Stopwatch, header, percentile, quiet, table, write_result  # noqa: E402
 
-from core.answer.validation import split_sentences  # noqa: E402
 from core.formats.minutes import to_markdown  # noqa: E402
 from core.minutes.base import check_evidence  # noqa: E402
 from core.minutes.inputs import meeting_from_text  # noqa: E402
 from core.models import Meeting, Minutes, Turn  # noqa: E402
-from core.textutil import clean  # noqa: E402
+from core.textutil import clean, split_sentences  # noqa: E402
 
 ROUGE = ("rouge1", "rouge2", "rougeL")
 OUTPUTS = {"summary": "IMP summary", "longest_turns": "longest turns", "lead": "lead (first words)",

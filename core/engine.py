@@ -34,6 +34,7 @@ from core.store.jobs import JobStore
 from core.store.monitor_read import DriftSummary, drift_summary
 from core.store.served import ADAPTER, BASE, CHALLENGER, CHAMPION, EMBEDDER, SLOTS, ServedModels
 from core.store.stats import DashboardData, DashboardStats
+from core.store.database import Database
 from core.store.registry import DocumentRegistry
 from core.store.transcripts import TranscriptStore
 from core.uploads import UploadStore, check_upload_name
@@ -81,6 +82,7 @@ class Engine:
         """``observers``: the one the components were built with (core.observe), which front doors
         add their metrics to; without it, only what the engine itself does is reported."""
         self.registry = registry
+        self.database: Database = registry.database  # every store's database, for what front doors keep in it
         self._observers = observers if observers is not None else Observers()
         self._serving = serving  # the served embedders (core.index.serving)
         self._served = served  # the pointer table, also of models served by a restart (the answer adapter)
@@ -459,7 +461,7 @@ class Engine:
 
     def drift_summary(self) -> DriftSummary:
         """The latest drift check's score per signal and the alerts raised per signal (ops/monitor writes them)."""
-        return drift_summary(self.registry)
+        return drift_summary(self.database)
 
     @staticmethod
     def _scopes(scopes: list[str] | None) -> list[str]:
@@ -558,5 +560,5 @@ class Engine:
         With ``scopes``, only what belongs to them: documents in them, answers asked in any of them
         and the ratings of those; drift checks and alerts span every scope, so they are left out.
         """
-        data = DashboardStats(self.registry).collect(since, until, scopes=scopes)
+        data = DashboardStats(self.database).collect(since, until, scopes=scopes)
         return replace(data, models=self.served_models())

@@ -1,4 +1,5 @@
-"""Small text helpers shared by loaders and writers: logical lines, and spoken text made readable.
+"""Small text helpers shared by loaders and writers: logical lines, sentences and their content words,
+and spoken text made readable.
 
 Every pattern here reads whole documents or turns of untrusted text and runs in linear time.
 """
@@ -6,6 +7,7 @@ Every pattern here reads whole documents or turns of untrusted text and runs in 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _UNIT_ENDS = frozenset(".!?:;)]\"'»”")
 _CONTINUES = re.compile(r"^[a-z0-9(,;%€$£–-]")
@@ -32,6 +34,41 @@ def reflow(text: str) -> list[str]:
         else:
             out.append([line])
     return [" ".join(parts) for parts in out if parts]
+
+
+# ---------------------------------------------------------------- sentences and content words
+
+# A citation marker ("[1]", "[2, 3]", "[2;3]") with the spaces before it. Tried only where a run of
+# spaces starts, and possessive: a long run of spaces not followed by "[" costs one pass, not one per
+# space (this reads model drafts and whole source texts).
+CITATION = re.compile(r"(?<!\s)\s*+\[(\d++(?:\s*+[,;]\s*+\d++)*+)\]")
+_SPLIT = re.compile(r"(?<=[.!?])\s+(?!\[)|(?<=\])\s+(?=[A-Z0-9\"'(])|\n+")
+_WORD = re.compile(r"\w+", re.UNICODE)
+_STOP = frozenset(
+    "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
+    "these those there here they them their he she his her we our you your i me my not no yes do does did done "
+    "have has had will would can could should may might must shall so than then also which who whom what when "
+    "where why how all any each some such only own same very just about into over under again further once "
+    "said say says according source sources".split()
+)
+
+
+@lru_cache(maxsize=1)
+def _stemmer():
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+def content_words(text: str) -> set[str]:
+    """The stemmed words of ``text`` that carry meaning: no stop words, no citation markers."""
+    words = [w.lower() for w in _WORD.findall(CITATION.sub(" ", text))]
+    return set(_stemmer().stemWords([w for w in words if w not in _STOP and (len(w) > 1 or w.isdigit())]))
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences, split after . ! ? (a citation marker stays with its sentence) and at line breaks."""
+    return [s.strip() for s in _SPLIT.split(text.strip()) if s and s.strip()]
 
 
 # ---------------------------------------------------------------- spoken text

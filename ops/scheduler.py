@@ -13,7 +13,7 @@ retraining is due (enough new ratings since the last training, or a pending requ
 from the drift check), trains, and records the outcome on the claim. It never raises
 into APScheduler: failures are logged and recorded, and the next window tries again.
 
-The job store is the registry's database (``SQLAlchemyJobStore``), so a restarted
+The job store is the engine's database (``SQLAlchemyJobStore``), so a restarted
 replica finds the job and its next run time, and runs a fire it missed while down
 (within the misfire grace time). APScheduler pickles a stored job's callable as
 "module:function" text, so the jobs are module-level functions (``scheduled_retrain``,
@@ -53,7 +53,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from core.errors import InvalidRequest
 from core.models import Feedback
 from core.store.claims import ClaimStore
-from core.store.registry import make_sql_engine
+from core.store.database import make_sql_engine
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +353,7 @@ def build_scheduler(settings: ScheduleSettings, url: str, *, claims: ClaimStore,
     ``drift_check`` every ``drift_interval_s`` and the retention ``purge`` on ``purge_cron`` (in
     ``settings.timezone``) when they are given.
 
-    ``url`` is the registry's database, which keeps the job store. ``background``: a
+    ``url`` is the engine's database, which keeps the job store. ``background``: a
     BackgroundScheduler (inside `imp serve`) rather than a BlockingScheduler (`imp worker`,
     whose ``start()`` returns only at shutdown). Raises InvalidRequest for a bad cron
     expression, time zone or interval.

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from core.answer.prompts import TRUNCATED, Packed, answer_messages, pack_sources
-from core.answer.validation import SUPPORT_THRESHOLD, citations, split_sentences, support, without_citations
+from core.answer.validation import SUPPORT_THRESHOLD, citations, support, without_citations
 from core.errors import InvalidRequest
 from core.models import Chunk, Hit, Message
+from core.textutil import split_sentences
 from training.qmsum import MAX_LINE_BYTES, parse_meeting
 from training.records import MAX_NEGATIVES, MAX_QUERY_CHARS, clean_text, read_jsonl
 from training.records import MAX_PASSAGE_CHARS as MAX_SOURCE_CHARS

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.answer.validation import content_words, split_sentences
 from core.index.embedders import Embedder
 from core.models import Hit
+from core.textutil import content_words, split_sentences
 
 MIN_WORDS = 4
 MAX_CANDIDATES = 240

@@ -27,8 +27,8 @@ import dataclasses
 import re
 from collections.abc import Collection
 
-from core.answer.validation import split_sentences
 from core.models import Answer
+from core.textutil import split_sentences
 
 # The citation marks validation writes ("[1][2]"); "[1, 2]" too, as older drafts had it. Linear: the
 # separators between numbers are required, so the groups cannot be split two ways.

@@ -11,49 +11,23 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from core.models import Hit
-
-# Tried only where a run of spaces starts, and possessive: a long run of spaces not followed by "["
-# costs one pass, not one per space (this reads model drafts and whole source texts).
-_CITE = re.compile(r"(?<!\s)\s*+\[(\d++(?:\s*+[,;]\s*+\d++)*+)\]")
+from core.textutil import CITATION, content_words, split_sentences
 
 
 def citations(text: str) -> list[int]:
     """The source numbers a text cites, in order ("[1]", "[2, 3]" and "[2;3]" alike)."""
-    return [int(n) for group in _CITE.findall(text) for n in re.split(r"[,;]", group)]
+    return [int(n) for group in CITATION.findall(text) for n in re.split(r"[,;]", group)]
 
 
 def without_citations(text: str) -> str:
     """The text with its citation markers removed."""
-    return _CITE.sub("", text).strip()
+    return CITATION.sub("", text).strip()
 
-
-_SPLIT = re.compile(r"(?<=[.!?])\s+(?!\[)|(?<=\])\s+(?=[A-Z0-9\"'(])|\n+")
-_WORD = re.compile(r"\w+", re.UNICODE)
-_STOP = frozenset(
-    "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
-    "these those there here they them their he she his her we our you your i me my not no yes do does did done "
-    "have has had will would can could should may might must shall so than then also which who whom what when "
-    "where why how all any each some such only own same very just about into over under again further once "
-    "said say says according source sources".split()
-)
 
 SUPPORT_THRESHOLD = 0.5
 MIN_CONTENT_WORDS = 2
-
-
-@lru_cache(maxsize=1)
-def _stemmer():
-    import Stemmer
-
-    return Stemmer.Stemmer("english")
-
-
-def content_words(text: str) -> set[str]:
-    words = [w.lower() for w in _WORD.findall(_CITE.sub(" ", text))]
-    return set(_stemmer().stemWords([w for w in words if w not in _STOP and (len(w) > 1 or w.isdigit())]))
 
 
 def support(sentence: str, source: str) -> float:
@@ -62,10 +36,6 @@ def support(sentence: str, source: str) -> float:
     if not words:
         return 1.0
     return len(words & content_words(source)) / len(words)
-
-
-def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SPLIT.split(text.strip()) if s and s.strip()]
 
 
 @dataclass

@@ -88,7 +88,7 @@ def sync(registry: DocumentRegistry, store: ChromaCollection, embedder: Embedder
     For a new collection this is a full re-index, in batches, with ``progress``.
     """
     have = store.ids()
-    missing = sorted(visible_chunk_ids(registry) - have)
+    missing = sorted(visible_chunk_ids(registry.database) - have)
     embedded = 0
     if progress:
         progress(0, len(missing))
@@ -102,8 +102,8 @@ def sync(registry: DocumentRegistry, store: ChromaCollection, embedder: Embedder
     deleted = 0
     if deletes:
         # Listed again: vectors written since the first listing may be of chunks deleted since.
-        stale = store.ids() - visible_chunk_ids(registry)
-        stale -= known_chunk_ids(registry, stale)  # a version being written now: its writer owns them
+        stale = store.ids() - visible_chunk_ids(registry.database)
+        stale -= known_chunk_ids(registry.database, stale)  # a version being written now: its writer owns them
         if stale:
             store.delete_ids(sorted(stale))
             deleted = len(stale)

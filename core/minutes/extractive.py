@@ -19,14 +19,13 @@ from functools import lru_cache
 
 import numpy as np
 
-from core.answer.validation import content_words, split_sentences
 from core.index.embedders import Embedder
 from core.minutes.base import Progress
 from core.minutes.rules import find_actions, find_decisions, find_open_questions
 from core.minutes.scorer import Sentence, SentenceScorer, SummaryTable, features, pick_summary
 from core.minutes.summary_weights import WEIGHTS
 from core.models import Meeting, Minutes, OpenQuestion, Topic
-from core.textutil import clean, key
+from core.textutil import clean, content_words, key, split_sentences
 
 MAX_CANDIDATES = 240  # summary sentences embedded, spread over the meeting
 MAX_QUESTIONS = 48

@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from core.answer.validation import content_words, split_sentences
 from core.minutes.base import evidence
 from core.minutes.dates import find_due  # noqa: F401 - find_due is part of the rules API
 from core.models import ActionItem, Decision, Meeting, OpenQuestion, Turn
-from core.textutil import clean, plain as _plain
+from core.textutil import clean, content_words, split_sentences
+from core.textutil import plain as _plain
 
 # ---------------------------------------------------------------- sentences
 

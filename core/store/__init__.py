@@ -1,1 +1,1 @@
-"""Relational state (SQLite by default through SQLAlchemy): the document registry and chunk texts."""
+"""Relational state (SQLite by default through SQLAlchemy): one shared database and the stores over it."""

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import NotFound
 from core.models import Answer, Chunk, Citation
+from core.store.database import Database
 from core.store.registry import DocumentRegistry
 from core.store.schema import AnswerRow, FeedbackRow
 
@@ -27,13 +28,14 @@ def _chunk(d: dict) -> Chunk:
 
 
 class AnswerLog:
-    """Stores answers in the registry's database."""
+    """Stores answers in the shared database; the registry says which cited chunks are still visible."""
 
-    def __init__(self, registry: DocumentRegistry):
+    def __init__(self, database: Database, registry: DocumentRegistry):
+        self._db = database
         self._registry = registry
 
     def _session(self) -> Session:
-        return self._registry.session()
+        return self._db.session()
 
     def save(self, answer: Answer, *, search_query: str) -> None:
         model, _, version = answer.model.partition("@")

@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.errors import InvalidRequest
-from core.store.registry import DocumentRegistry
+from core.store.database import Database
 from core.store.schema import MetaRow, ScheduleClaimRow
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ _SCAN = 50  # finished runs read per round when looking for the newest with a gi
 
 
 def _now() -> datetime:
-    """Naive UTC, as every DateTime column of the registry holds it."""
+    """Naive UTC, as every DateTime column of the database holds it."""
     return datetime.now(UTC).replace(tzinfo=None)
 
 
@@ -81,10 +81,10 @@ def _info(row: ScheduleClaimRow) -> ClaimInfo:
 
 
 class ClaimStore:
-    """Claims of scheduled windows and requests for unscheduled runs, in the registry's database."""
+    """Claims of scheduled windows and requests for unscheduled runs, in the shared database."""
 
-    def __init__(self, registry: DocumentRegistry, *, stale_after: timedelta | None = timedelta(hours=12)):
-        self._registry = registry
+    def __init__(self, database: Database, *, stale_after: timedelta | None = timedelta(hours=12)):
+        self._db = database
         self.stale_after = stale_after
 
     # -- claims ------------------------------------------------------------------
@@ -93,7 +93,7 @@ class ClaimStore:
         """Take ``window`` of ``job`` for ``owner``; False when another replica has it (and is not stale)."""
         now = _now()
         try:
-            with self._registry.session() as s, s.begin():
+            with self._db.session() as s, s.begin():
                 s.execute(insert(_CLAIMS).values(job=job, window=window, owner=owner, claimed_at=now))
             return True
         except IntegrityError:
@@ -101,7 +101,7 @@ class ClaimStore:
                 return False
         # Taken already. Take it over only if its owner never finished and has been silent too long;
         # the WHERE re-checks that under the row lock, so of two replicas taking over, one wins.
-        with self._registry.session() as s, s.begin():
+        with self._db.session() as s, s.begin():
             taken = s.execute(
                 update(_CLAIMS)
                 .where(_CLAIMS.c.job == job, _CLAIMS.c.window == window, _CLAIMS.c.finished_at.is_(None),
@@ -118,7 +118,7 @@ class ClaimStore:
         q = update(_CLAIMS).where(_CLAIMS.c.job == job, _CLAIMS.c.window == window)
         if owner is not None:
             q = q.where(_CLAIMS.c.owner == owner)
-        with self._registry.session() as s, s.begin():
+        with self._db.session() as s, s.begin():
             done = s.execute(q.values(finished_at=_now(), outcome=outcome)).rowcount
         if not done:
             log.warning("the claim of %s window %s is no longer %s's; outcome not recorded: %s",
@@ -126,7 +126,7 @@ class ClaimStore:
         return bool(done)
 
     def get(self, job: str, window: str) -> ClaimInfo | None:
-        with self._registry.session() as s:
+        with self._db.session() as s:
             row = s.get(ScheduleClaimRow, (job, window))
             return _info(row) if row else None
 
@@ -137,7 +137,7 @@ class ClaimStore:
              .order_by(ScheduleClaimRow.claimed_at.desc(), ScheduleClaimRow.window.desc()))
         if status is not None:  # a cheap filter in SQL; the parsed status decides below
             q = q.where(ScheduleClaimRow.outcome.contains(status, autoescape=True))
-        with self._registry.session() as s:
+        with self._db.session() as s:
             for offset in itertools.count(0, _SCAN):
                 rows = s.scalars(q.offset(offset).limit(_SCAN)).all()
                 for row in rows:
@@ -153,7 +153,7 @@ class ClaimStore:
     def request(self, job: str, reason: str) -> None:
         """Ask for a run of ``job`` at its next scheduled check (a newer request replaces an older one)."""
         value = json.dumps({"reason": reason, "at": datetime.now(UTC).isoformat()})
-        with self._registry.session() as s, s.begin():
+        with self._db.session() as s, s.begin():
             _upsert(s, _request_key(job), value)
         log.info("run of %s requested: %s", job, reason)
 
@@ -176,7 +176,7 @@ class ClaimStore:
                 return False
             # Delete only the value that was read: a request made since replaced it and survives.
             q = q.where(_META.c.value == raw)
-        with self._registry.session() as s, s.begin():
+        with self._db.session() as s, s.begin():
             return bool(s.execute(q).rowcount)
 
     def _request(self, job: str) -> dict | None:
@@ -184,7 +184,7 @@ class ClaimStore:
         return None if raw is None else json.loads(raw)
 
     def _raw_request(self, key: str) -> str | None:
-        with self._registry.session() as s:
+        with self._db.session() as s:
             row = s.get(MetaRow, key)
             return row.value if row else None
 

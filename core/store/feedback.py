@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from core.errors import InvalidRequest
 from core.models import Feedback, RatedAnswer
-from core.store.registry import DocumentRegistry
+from core.store.database import Database
 from core.store.schema import AnswerRow, FeedbackRow
 
 
@@ -49,8 +49,8 @@ def _feedback(r: FeedbackRow) -> Feedback:
 class FeedbackStore:
     """One active rating per (answer, user, rating, source); taking it back keeps the row, marked."""
 
-    def __init__(self, registry: DocumentRegistry):
-        self._registry = registry
+    def __init__(self, database: Database):
+        self._db = database
         # Check-then-insert must not interleave: Slack sends one event per emoji variant
         # ("+1" and "+1::skin-tone-2"), and the listeners that store them run in parallel.
         self._lock = threading.Lock()
@@ -59,7 +59,7 @@ class FeedbackStore:
         """Store a rating; False when the same person's same rating of the answer is already active."""
         if fb.rating not in (1, -1):
             raise InvalidRequest("a rating is 1 or -1")
-        with self._lock, self._registry.session() as s, s.begin():
+        with self._lock, self._db.session() as s, s.begin():
             if s.scalars(self._active(fb.answer_id, fb.user, fb.rating, fb.source)).first() is not None:
                 return False
             s.add(FeedbackRow(answer_id=fb.answer_id, user=fb.user, channel=fb.channel, rating=fb.rating,
@@ -69,7 +69,7 @@ class FeedbackStore:
 
     def retract(self, answer_id: str, user: str, rating: int, source: str = "slack") -> bool:
         """Take back a rating; False when there was none to take back."""
-        with self._registry.session() as s, s.begin():
+        with self._db.session() as s, s.begin():
             rows = s.scalars(self._active(answer_id, user, rating, source)).all()
             for row in rows:
                 row.retracted_at = _now()
@@ -81,7 +81,7 @@ class FeedbackStore:
             q = q.where(FeedbackRow.answer_id == answer_id)
         if not include_retracted:
             q = q.where(FeedbackRow.retracted_at.is_(None))
-        with self._registry.session() as s:
+        with self._db.session() as s:
             return [_feedback(r) for r in s.scalars(q)]
 
     @staticmethod
@@ -97,7 +97,7 @@ class FeedbackStore:
         Abstained answers and answers without citations give nothing: they hold no passage to learn from.
         """
         q = select(FeedbackRow).where(FeedbackRow.retracted_at.is_(None))
-        with self._registry.session() as s:
+        with self._db.session() as s:
             votes: dict[str, list[int]] = {}
             latest: dict[str, datetime] = {}
             for row in s.scalars(q.order_by(FeedbackRow.created_at, FeedbackRow.id)):

@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 
 from core.errors import NotFound
 from core.models import Job, JobStatus
-from core.store.registry import DocumentRegistry
+from core.store.database import Database
 from core.store.schema import JobRow
 
 _UNFINISHED = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
@@ -27,8 +27,8 @@ def _now() -> datetime:
 class JobStore:
     """Creates jobs, records their progress and outcome, and reads them back."""
 
-    def __init__(self, registry: DocumentRegistry):
-        self._registry = registry
+    def __init__(self, database: Database):
+        self._db = database
 
     def create(self, kind: str, scope: str, source: str, *, doc_id: str | None = None,
                params: dict[str, Any] | None = None) -> Job:
@@ -36,12 +36,12 @@ class JobStore:
         row = JobRow(job_id=uuid.uuid4().hex, kind=kind, scope=scope, source=source, doc_id=doc_id,
                      status=JobStatus.QUEUED.value, stage="queued", done=0.0, total=None, result=None,
                      params=params or {}, error=None, created_at=now, updated_at=now)
-        with self._registry.session() as s, s.begin():
+        with self._db.session() as s, s.begin():
             s.add(row)
             return _job(row)
 
     def progress(self, job_id: str, stage: str, done: float = 0.0, total: float | None = None) -> None:
-        with self._registry.session() as s, s.begin():
+        with self._db.session() as s, s.begin():
             s.execute(update(JobRow).where(JobRow.job_id == job_id).values(
                 status=JobStatus.RUNNING.value, stage=stage, done=done, total=total, updated_at=_now()))
 
@@ -53,11 +53,11 @@ class JobStore:
                                   "error": error, "updated_at": _now()}
         if doc_id is not None:
             values["doc_id"] = doc_id
-        with self._registry.session() as s, s.begin():
+        with self._db.session() as s, s.begin():
             s.execute(update(JobRow).where(JobRow.job_id == job_id).values(**values))
 
     def get(self, job_id: str) -> Job:
-        with self._registry.session() as s:
+        with self._db.session() as s:
             row = s.get(JobRow, job_id)
             if row is None:
                 raise NotFound(f"no job with id {job_id!r}")
@@ -65,12 +65,12 @@ class JobStore:
 
     def unfinished(self) -> list[Job]:
         """Jobs left queued or running, oldest first: what a restarted service has to pick up."""
-        with self._registry.session() as s:
+        with self._db.session() as s:
             rows = s.scalars(select(JobRow).where(JobRow.status.in_(_UNFINISHED)).order_by(JobRow.created_at))
             return [_job(r) for r in rows]
 
     def requeue(self, job_id: str) -> None:
-        with self._registry.session() as s, s.begin():
+        with self._db.session() as s, s.begin():
             s.execute(update(JobRow).where(JobRow.job_id == job_id).values(
                 status=JobStatus.QUEUED.value, stage="queued again after a restart", done=0.0, total=None,
                 updated_at=_now()))

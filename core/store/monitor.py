@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import case, func, select, update
 
 from core.store.claims import ClaimStore
-from core.store.registry import DocumentRegistry
+from core.store.database import Database
 from core.store.schema import AlertRow, MonitorCheckRow
 
 _INCIDENT_JOB = "incident:"  # claims' job name prefix: "incident:<signal>", window = the incident's number
@@ -28,7 +28,7 @@ _CLAIM_STALE = timedelta(minutes=10)
 
 
 def _now() -> datetime:
-    """Naive UTC, as every DateTime column of the registry holds it."""
+    """Naive UTC, as every DateTime column of the database holds it."""
     return datetime.now(UTC).replace(tzinfo=None)
 
 
@@ -75,11 +75,11 @@ def _incident(row: AlertRow) -> Incident:
 
 
 class MonitorStore:
-    """Drift checks and incidents in the registry's database."""
+    """Drift checks and incidents in the shared database."""
 
-    def __init__(self, registry: DocumentRegistry):
-        self._registry = registry
-        self._claims = ClaimStore(registry, stale_after=_CLAIM_STALE)
+    def __init__(self, database: Database):
+        self._db = database
+        self._claims = ClaimStore(database, stale_after=_CLAIM_STALE)
 
     # -- checks ----------------------------------------------------------------------
 
@@ -88,13 +88,13 @@ class MonitorStore:
         """Record one check; returns its id."""
         row = MonitorCheckRow(checked_at=_naive(checked_at) if checked_at else _now(), window=window,
                               signals=list(signals), seconds=float(seconds))
-        with self._registry.session() as s, s.begin():
+        with self._db.session() as s, s.begin():
             s.add(row)
             s.flush()
             return row.id
 
     def latest_check(self) -> CheckRecord | None:
-        with self._registry.session() as s:
+        with self._db.session() as s:
             row = s.scalars(select(MonitorCheckRow).order_by(MonitorCheckRow.checked_at.desc(),
                                                              MonitorCheckRow.id.desc()).limit(1)).first()
             return _check(row) if row else None
@@ -103,7 +103,7 @@ class MonitorStore:
         """Checks at or after ``since``, oldest first (at most ``limit``, the newest of them)."""
         q = (select(MonitorCheckRow).where(MonitorCheckRow.checked_at >= _naive(since))
              .order_by(MonitorCheckRow.checked_at.desc(), MonitorCheckRow.id.desc()).limit(limit))
-        with self._registry.session() as s:
+        with self._db.session() as s:
             return [_check(r) for r in reversed(s.scalars(q).all())]
 
     # -- incidents -------------------------------------------------------------------
@@ -111,13 +111,13 @@ class MonitorStore:
     def open_incidents(self) -> dict[str, Incident]:
         """The open incident of each signal that has one."""
         q = select(AlertRow).where(AlertRow.resolved_at.is_(None)).order_by(AlertRow.opened_at, AlertRow.id)
-        with self._registry.session() as s:
+        with self._db.session() as s:
             return {r.signal: _incident(r) for r in s.scalars(q).all()}
 
     def incidents(self, *, limit: int = 100) -> list[Incident]:
         """The newest incidents, open and resolved, newest first."""
         q = select(AlertRow).order_by(AlertRow.opened_at.desc(), AlertRow.id.desc()).limit(limit)
-        with self._registry.session() as s:
+        with self._db.session() as s:
             return [_incident(r) for r in s.scalars(q).all()]
 
     def open_incident(self, signal: str, score: float, threshold: float, message: str) -> Incident | None:
@@ -125,7 +125,7 @@ class MonitorStore:
         signal = signal[:MAX_SIGNAL_CHARS]
         q = select(func.count(), func.sum(case((AlertRow.resolved_at.is_(None), 1), else_=0))).where(
             AlertRow.signal == signal)
-        with self._registry.session() as s:
+        with self._db.session() as s:
             total, still_open = s.execute(q).one()  # one statement: one consistent view of both counts
         if still_open:
             return None
@@ -135,7 +135,7 @@ class MonitorStore:
             return None
         row = AlertRow(signal=signal, opened_at=_now(), resolved_at=None, score=float(score),
                        threshold=float(threshold), message=message[:MAX_MESSAGE_CHARS], delivered=[])
-        with self._registry.session() as s, s.begin():
+        with self._db.session() as s, s.begin():
             s.add(row)
             s.flush()
             incident = _incident(row)
@@ -144,7 +144,7 @@ class MonitorStore:
 
     def resolve_incident(self, incident_id: int, when: datetime | None = None) -> bool:
         """Mark the incident resolved; False when it was resolved already (by another check)."""
-        with self._registry.session() as s, s.begin():
+        with self._db.session() as s, s.begin():
             done = s.execute(update(AlertRow).where(AlertRow.id == incident_id, AlertRow.resolved_at.is_(None))
                              .values(resolved_at=_naive(when) if when else _now())).rowcount
         return bool(done)
@@ -153,7 +153,7 @@ class MonitorStore:
         """Add where a message about the incident went, or why it did not."""
         if not entries:
             return
-        with self._registry.session() as s, s.begin():
+        with self._db.session() as s, s.begin():
             row = s.get(AlertRow, incident_id, with_for_update=True)
             if row is not None:
                 row.delivered = [*(row.delivered or []), *entries]
@@ -161,5 +161,5 @@ class MonitorStore:
     def incident_counts(self) -> dict[str, int]:
         """Incidents ever opened, per signal."""
         q = select(AlertRow.signal, func.count()).group_by(AlertRow.signal)
-        with self._registry.session() as s:
+        with self._db.session() as s:
             return {signal: int(n) for signal, n in s.execute(q)}

@@ -12,8 +12,8 @@ import math
 import re
 from typing import NamedTuple
 
+from core.store.database import Database
 from core.store.monitor import MonitorStore
-from core.store.registry import DocumentRegistry
 
 MAX_SIGNALS = 32
 _SIGNAL = re.compile(r"[a-z][a-z0-9_.:-]{0,63}")
@@ -26,9 +26,9 @@ class DriftSummary(NamedTuple):
     alerts: dict[str, int]
 
 
-def drift_summary(registry: DocumentRegistry) -> DriftSummary:
+def drift_summary(database: Database) -> DriftSummary:
     """The latest drift check's scores and the alert counts; empty before the first check."""
-    store = MonitorStore(registry)
+    store = MonitorStore(database)
     latest = store.latest_check()
     alerts = [(name, n) for name, n in sorted(store.incident_counts().items()) if _named(name)][:MAX_SIGNALS]
     return DriftSummary(_scores(latest.signals if latest else None), dict(alerts))

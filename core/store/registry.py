@@ -13,30 +13,25 @@ with INSERT ... ON CONFLICT, so concurrent processes never collide on a row.
 from __future__ import annotations
 
 import logging
-import sqlite3
-import threading
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from sqlalchemy import case, create_engine, delete, event, func, or_, select, update
+from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from core.errors import NotFound
 from core.models import Chunk, DocStatus, DocumentRecord
+from core.store.database import Database
 from core.store.leases import WriterBusy, WriterLease, abandoned, acquire
-from core.store.schema import ChunkRow, DocumentRow, MetaRow, TranscriptRow, create_or_upgrade
+from core.store.schema import ChunkRow, DocumentRow, MetaRow, TranscriptRow
 
 log = logging.getLogger(__name__)
 
 _GENERATION = "generation"
-WAL_PATIENCE_S = 120.0  # how long a new connection waits to put a busy database in WAL mode
 _DOCS = DocumentRow.__table__
 _CHUNKS = ChunkRow.__table__
 
@@ -60,72 +55,14 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def make_sql_engine(url: str) -> SqlEngine:
-    """An engine for ``url``; SQLite gets WAL and a busy timeout so CLI and server can share it."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
-    if url.startswith("sqlite"):
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn, _record):  # noqa: ANN001 - DBAPI connection
-            _use_wal(dbapi_conn)
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-
-    return engine
-
-
-def _use_wal(dbapi_conn, *, patience_s: float = WAL_PATIENCE_S) -> None:  # noqa: ANN001 - DBAPI connection
-    """Put the database in WAL mode (once per file: it persists), waiting while another process holds it.
-
-    Switching a database to WAL needs it to itself, and a process creating a new database's tables holds
-    it for a while; SQLite then answers "database is locked", sometimes at once rather than after the
-    busy timeout. So a connection looks first (a database already in WAL needs no switch) and retries the
-    switch with backoff for up to ``patience_s`` seconds before giving up.
-    """
-    deadline = time.monotonic() + patience_s
-    delay = 0.02
-    while True:
-        cur = dbapi_conn.cursor()
-        try:
-            mode = cur.execute("PRAGMA journal_mode").fetchone()
-            if mode and str(mode[0]).lower() == "wal":
-                return
-            cur.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as e:
-            if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() + delay > deadline:
-                raise
-            log.info("the database is busy; switching it to WAL again in %.2f s", delay)
-        finally:
-            cur.close()
-        time.sleep(delay)
-        delay = min(delay * 2, 1.0)
-
-
 class DocumentRegistry:
-    """Documents and chunk texts in a relational database."""
+    """Documents and chunk texts in the relational database (core.store.database)."""
 
-    def __init__(self, url: str):
-        self._url = url
-        self._engine: SqlEngine | None = None
-        self._sessions: sessionmaker[Session] | None = None
-        self._lock = threading.Lock()
+    def __init__(self, database: Database):
+        self.database = database  # shared with the other stores; whoever built it closes it
 
     def _session(self) -> Session:
-        if self._sessions is None:
-            with self._lock:
-                if self._sessions is None:
-                    self._engine = make_sql_engine(self._url)
-                    create_or_upgrade(self._engine)
-                    self._sessions = sessionmaker(self._engine, expire_on_commit=False)
-        return self._sessions()
-
-    def session(self) -> Session:
-        """A session on the registry's database, for other stores that share it."""
-        return self._session()
+        return self.database.session()
 
     # -- reading ---------------------------------------------------------------
 
@@ -350,8 +287,8 @@ class DocumentRegistry:
             return [_record(r) for r in s.scalars(q)]
 
     def close(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
+        """Close the registry's database (for a caller that built the registry over a database of its own)."""
+        self.database.close()
 
 
 def _ensure_row(s: Session, doc_id: str, source: str, scope: str) -> None:

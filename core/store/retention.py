@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import BackendError, InvalidRequest, NotFound
 from core.models import SCOPE_PATTERN, JobStatus
-from core.store.registry import DocumentRegistry
+from core.store.database import Database
 from core.store.schema import (
     AnswerRow,
     DocumentRow,
@@ -135,16 +135,16 @@ class _Pass:
 class Retention:
     """Legal holds, and the purge of what is older than a number of days."""
 
-    def __init__(self, registry: DocumentRegistry, files_dir: Path, *, batch: int = BATCH,
+    def __init__(self, database: Database, files_dir: Path, *, batch: int = BATCH,
                  clock: Callable[[], datetime] = _now, participants: Iterable[RetentionParticipant] = ()):
-        self._registry = registry
+        self._db = database
         self._participants = tuple(participants)
         self._files = Path(os.path.abspath(files_dir))
         self._batch = max(1, batch)
         self._clock = clock
 
     def _session(self) -> Session:
-        return self._registry.session()
+        return self._db.session()
 
     # -- legal holds -----------------------------------------------------------------
 

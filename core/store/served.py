@@ -1,10 +1,10 @@
 """The served-model pointers: which version of each model every slot serves, shared by all processes.
 
 ``imp train`` (a CLI) switches while ``imp serve`` answers: both read this table in the
-registry's database. Every change bumps a generation counter (a ``meta`` row), so a
+shared database. Every change bumps a generation counter (a ``meta`` row), so a
 process learns that something changed by reading one small row, not the table.
 
-Also here: the two reads a collection sync needs from the registry (which chunk ids are
+Also here: the two reads a collection sync needs of the registry's tables (which chunk ids are
 visible, which chunk ids exist at all), kept out of the registry's own module.
 """
 
@@ -18,7 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from core.models import ServedModel
-from core.store.registry import DocumentRegistry
+from core.store.database import Database
 from core.store.schema import ChunkRow, DocumentRow, MetaRow, ServedModelRow
 
 EMBEDDER = "imp-embedder"
@@ -43,11 +43,11 @@ def _model(r: ServedModelRow) -> ServedModel:
 class ServedModels:
     """Reads and writes the pointer table; each write bumps the generation in the same transaction."""
 
-    def __init__(self, registry: DocumentRegistry):
-        self._registry = registry
+    def __init__(self, database: Database):
+        self._db = database
 
     def generation(self) -> int:
-        with self._registry.session() as s:
+        with self._db.session() as s:
             row = s.get(MetaRow, _GENERATION)
             return int(row.value) if row else 0
 
@@ -55,11 +55,11 @@ class ServedModels:
         q = select(ServedModelRow).order_by(ServedModelRow.name, ServedModelRow.slot)
         if name is not None:
             q = q.where(ServedModelRow.name == name)
-        with self._registry.session() as s:
+        with self._db.session() as s:
             return [_model(r) for r in s.scalars(q)]
 
     def get(self, name: str, slot: str) -> ServedModel | None:
-        with self._registry.session() as s:
+        with self._db.session() as s:
             row = s.get(ServedModelRow, (name, slot))
             return _model(row) if row else None
 
@@ -70,7 +70,7 @@ class ServedModels:
         Returns the generation this change made, so the caller does not take it for someone else's.
         """
         values = {"version": version, "path": path, "model_id": model_id, "collection": collection, "since": _now()}
-        with self._registry.session() as s, s.begin():
+        with self._db.session() as s, s.begin():
             # A write first, so two processes switching at once queue on SQLite's lock instead of colliding.
             generation = _bump(s)
             if s.get_bind().dialect.name == "sqlite":
@@ -89,7 +89,7 @@ class ServedModels:
 
     def remove(self, name: str, slot: str) -> int:
         """Empty a slot; returns the generation this change made."""
-        with self._registry.session() as s, s.begin():
+        with self._db.session() as s, s.begin():
             generation = _bump(s)
             s.execute(delete(ServedModelRow).where(ServedModelRow.name == name, ServedModelRow.slot == slot))
             return generation
@@ -107,19 +107,19 @@ def _bump(s: Session) -> int:
     return int(s.scalar(select(MetaRow.value).where(MetaRow.key == _GENERATION)))
 
 
-def visible_chunk_ids(registry: DocumentRegistry) -> set[str]:
+def visible_chunk_ids(database: Database) -> set[str]:
     """The ids of every chunk search may show (of a committed version), without their texts."""
     q = (select(ChunkRow.chunk_id).join(DocumentRow, DocumentRow.doc_id == ChunkRow.doc_id)
          .where(DocumentRow.version == ChunkRow.version))
-    with registry.session() as s:
+    with database.session() as s:
         return set(s.scalars(q))
 
 
-def known_chunk_ids(registry: DocumentRegistry, chunk_ids: Iterable[str]) -> set[str]:
+def known_chunk_ids(database: Database, chunk_ids: Iterable[str]) -> set[str]:
     """The ids among ``chunk_ids`` that have a chunk row: visible, or of a version being written now."""
     ids = list(dict.fromkeys(chunk_ids))
     found: set[str] = set()
-    with registry.session() as s:
+    with database.session() as s:
         for i in range(0, len(ids), _IN_BATCH):
             found.update(s.scalars(select(ChunkRow.chunk_id).where(ChunkRow.chunk_id.in_(ids[i : i + _IN_BATCH]))))
     return found

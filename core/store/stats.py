@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, literal, or_, select
 
 from core.models import ServedModel
-from core.store.registry import DocumentRegistry
+from core.store.database import Database
 from core.store.schema import AlertRow, AnswerRow, DocumentRow, FeedbackRow, MonitorCheckRow
 
 # Rows read per query at most (newest first): beyond this a range is summarised from its newest part.
@@ -199,10 +199,10 @@ class Buckets:
 
 
 class DashboardStats:
-    """Reads the registry's database; never writes."""
+    """Reads the shared database; never writes."""
 
-    def __init__(self, registry: DocumentRegistry):
-        self._registry = registry
+    def __init__(self, database: Database):
+        self._db = database
 
     def collect(self, since: datetime, until: datetime, *, scopes: Iterable[str] | None = None) -> DashboardData:
         since, until = _naive_utc(since), _naive_utc(until)
@@ -210,7 +210,7 @@ class DashboardStats:
             until = since + timedelta(hours=1)
         wanted = None if scopes is None else frozenset(scopes)
         buckets = Buckets(since, until)
-        with self._registry.session() as s:
+        with self._db.session() as s:
             activity, latency, overall, cut_a = self._answers(s, since, until, wanted, buckets)
             ratings, by_version, cut_f = self._ratings(s, since, until, wanted, buckets)
             ingests, cut_i = self._ingests(s, since, until, wanted, buckets)

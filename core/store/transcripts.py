@@ -10,21 +10,21 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from core.errors import NotFound
 from core.models import Transcript
 from core.formats.transcripts import from_dict, to_dict
-from core.store.registry import DocumentRegistry
+from core.store.database import Database
 from core.store.schema import DocumentRow, TranscriptRow
 
 
 class TranscriptStore:
     """Saves a version's transcript before it is committed; reads the committed one."""
 
-    def __init__(self, registry: DocumentRegistry):
-        self._registry = registry
+    def __init__(self, database: Database):
+        self._db = database
 
     def save(self, doc_id: str, version: str, transcript: Transcript) -> None:
         """Store (or replace) a version's transcript in one statement, safe beside other writers."""
         values = {"doc_id": doc_id, "version": version, "model": transcript.model, "data": to_dict(transcript),
                   "created_at": datetime.now(UTC).replace(tzinfo=None)}
-        with self._registry.session() as s, s.begin():
+        with self._db.session() as s, s.begin():
             dialect = s.get_bind().dialect.name
             if dialect not in ("sqlite", "postgresql"):
                 s.merge(TranscriptRow(**values))
@@ -36,7 +36,7 @@ class TranscriptStore:
 
     def get(self, doc_id: str) -> Transcript:
         """The transcript of the document's searchable version."""
-        with self._registry.session() as s:
+        with self._db.session() as s:
             doc = s.get(DocumentRow, doc_id)
             if doc is None:
                 raise NotFound(f"no document with id {doc_id!r}")

@@ -16,8 +16,8 @@ import numpy as np
 
 from core.errors import InvalidRequest
 from core.store.claims import ClaimStore
+from core.store.database import Database
 from core.store.monitor import MonitorStore
-from core.store.registry import DocumentRegistry
 from ops.monitor import signals as gather
 from ops.monitor.alerts import Alerter, AlertEvent, settle
 from ops.monitor.drift import (
@@ -69,32 +69,32 @@ class CheckReport:
 class DriftCheck:
     """Compares the newest ``window`` questions with the ``window`` before them, on every signal."""
 
-    def __init__(self, registry: DocumentRegistry, embed: Embed, config: DriftConfig, *, window: int,
+    def __init__(self, database: Database, embed: Embed, config: DriftConfig, *, window: int,
                  alerter: Alerter | None = None, retrain_on_drift: bool = True):
-        self._registry = registry
+        self._db = database
         self._embed = embed
         self.config = config
         self.window = _checked_window(window)
         self._alerter = alerter
         self._retrain_on_drift = retrain_on_drift
-        self.store = MonitorStore(registry)
-        self._claims = ClaimStore(registry)
+        self.store = MonitorStore(database)
+        self._claims = ClaimStore(database)
 
     def signals(self, window: int) -> list[Signal]:
         """Every signal over the two newest windows of ``window`` answers (and ingests)."""
         c = self.config
-        recent, previous = gather.answer_windows(self._registry, window)
+        recent, previous = gather.answer_windows(self._db, window)
         out = [self._embedding(recent.questions, previous.questions),
                drop_signal(BEST_SIMILARITY, np.asarray(recent.best_similarity), np.asarray(previous.best_similarity),
                            min_drop=c.best_similarity_drop, alpha=c.alpha, what="answers with a best hit"),
                rate_signal(ABSTAIN_RATE, sum(recent.abstained), len(recent), sum(previous.abstained), len(previous),
                            min_rise=c.abstain_rate_rise, alpha=c.alpha, what="answers")]
-        up_down_recent = gather.ratings(self._registry, recent.answer_ids)
-        up_down_previous = gather.ratings(self._registry, previous.answer_ids)
+        up_down_recent = gather.ratings(self._db, recent.answer_ids)
+        up_down_previous = gather.ratings(self._db, previous.answer_ids)
         out.append(rate_signal(DOWN_RATE, up_down_recent.down, up_down_recent.total, up_down_previous.down,
                                up_down_previous.total, min_rise=c.down_rate_rise, alpha=c.alpha, what="ratings"))
         out.append(latency_signal(np.asarray(recent.total_ms), c))
-        ingests_recent, ingests_previous = gather.ingest_windows(self._registry, window)
+        ingests_recent, ingests_previous = gather.ingest_windows(self._db, window)
         out.append(ingest_signal(ingests_recent.failed, ingests_recent.total, ingests_previous.failed,
                                  ingests_previous.total, c))
         return out

@@ -1,4 +1,4 @@
-"""What the drift check reads from the registry's database: the two newest windows of answers and ingests.
+"""What the drift check reads from the shared database: the two newest windows of answers and ingests.
 
 A window is counted, not timed: the newest ``n`` answers (by when they were given) and the
 ``n`` before them; the newest ``n`` documents that finished ingesting (indexed or failed, by
@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 
 from core.models import DocStatus
-from core.store.registry import DocumentRegistry
+from core.store.database import Database
 from core.store.schema import AnswerRow, DocumentRow, FeedbackRow
 
 MAX_QUESTION_CHARS = 1000  # the embedders read 256-512 tokens; longer text only costs time
@@ -73,22 +73,22 @@ def _window(rows: Sequence) -> AnswerWindow:
                         first=rows[-1][5] if rows else None, last=rows[0][5] if rows else None)
 
 
-def answer_windows(registry: DocumentRegistry, n: int) -> tuple[AnswerWindow, AnswerWindow]:
+def answer_windows(database: Database, n: int) -> tuple[AnswerWindow, AnswerWindow]:
     """The newest ``n`` answers and the ``n`` before them."""
     q = (select(AnswerRow.answer_id, AnswerRow.question, AnswerRow.abstained, AnswerRow.best_similarity,
                 AnswerRow.timings_ms, AnswerRow.created_at)
          .order_by(AnswerRow.created_at.desc(), AnswerRow.answer_id.desc())
          .limit(2 * n))
-    with registry.session() as s:
+    with database.session() as s:
         rows = list(s.execute(q).all())
     return _window(rows[:n]), _window(rows[n:])
 
 
-def ratings(registry: DocumentRegistry, answer_ids: Iterable[str]) -> Ratings:
+def ratings(database: Database, answer_ids: Iterable[str]) -> Ratings:
     """👍 and 👎 in force on these answers."""
     ids = list(answer_ids)
     up = down = 0
-    with registry.session() as s:
+    with database.session() as s:
         for i in range(0, len(ids), _BATCH):
             q = (select(FeedbackRow.rating, func.count())
                  .where(FeedbackRow.answer_id.in_(ids[i:i + _BATCH]), FeedbackRow.retracted_at.is_(None))
@@ -101,14 +101,14 @@ def ratings(registry: DocumentRegistry, answer_ids: Iterable[str]) -> Ratings:
     return Ratings(up, down)
 
 
-def ingest_windows(registry: DocumentRegistry, n: int) -> tuple[IngestWindow, IngestWindow]:
+def ingest_windows(database: Database, n: int) -> tuple[IngestWindow, IngestWindow]:
     """The newest ``n`` finished ingests (indexed or failed) and the ``n`` before them."""
     failed = DocStatus.FAILED.value
     q = (select(DocumentRow.status)
          .where(DocumentRow.status.in_([DocStatus.INDEXED.value, failed]))
          .order_by(DocumentRow.updated_at.desc(), DocumentRow.doc_id.desc())
          .limit(2 * n))
-    with registry.session() as s:
+    with database.session() as s:
         statuses = list(s.scalars(q).all())
     recent, previous = statuses[:n], statuses[n:]
     return (IngestWindow(sum(st == failed for st in recent), len(recent)),

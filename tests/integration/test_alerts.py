@@ -92,7 +92,7 @@ def _answers(engine, stream: AnswerStream, seed: int, downs: int) -> None:
 
 def test_one_message_when_an_incident_opens_none_while_open_one_when_it_resolves(settings, engine, webhook):
     check = _check(settings, engine, alert_webhook_url=SecretStr(webhook.url))
-    stream = AnswerStream(engine.registry)
+    stream = AnswerStream(engine.database)
     _answers(engine, stream, seed=11, downs=2)
     _answers(engine, stream, seed=12, downs=10)  # 👎 rate 10 % → 50 %
 
@@ -114,7 +114,7 @@ def test_one_message_when_an_incident_opens_none_while_open_one_when_it_resolves
     check.run()
     assert len(webhook.texts()) == 2
 
-    store = MonitorStore(engine.registry)
+    store = MonitorStore(engine.database)
     assert store.open_incidents() == {}
     [incident] = store.incidents()
     assert incident.signal == DOWN_RATE and incident.resolved_at is not None
@@ -130,7 +130,7 @@ def test_one_message_when_an_incident_opens_none_while_open_one_when_it_resolves
 def test_a_failing_webhook_is_retried_recorded_and_never_raised_nor_logged(settings, engine, webhook, caplog):
     webhook.fail = 10  # more than the retries
     check = _check(settings, engine, alert_webhook_url=SecretStr(webhook.url))
-    stream = AnswerStream(engine.registry)
+    stream = AnswerStream(engine.database)
     _answers(engine, stream, seed=21, downs=1)
     _answers(engine, stream, seed=22, downs=11)
 
@@ -140,7 +140,7 @@ def test_a_failing_webhook_is_retried_recorded_and_never_raised_nor_logged(setti
     assert alert.event == "opened" and webhook.requests == 3  # bounded retries
     [entry] = alert.delivered
     assert entry["to"] == "webhook" and entry["ok"] is False and entry["error"] == "HTTP 500"
-    incident = MonitorStore(engine.registry).open_incidents()[DOWN_RATE]
+    incident = MonitorStore(engine.database).open_incidents()[DOWN_RATE]
     assert incident.delivered == alert.delivered
     # The URL is a secret: not in the log, the record or the printed report.
     assert "s3cr3t" not in caplog.text and "127.0.0.1" not in caplog.text
@@ -151,7 +151,7 @@ def test_an_unreachable_webhook_is_recorded(settings, engine, webhook):
     url = webhook.url
     webhook.close()  # nothing listens there any more
     check = _check(settings, engine, alert_webhook_url=SecretStr(url))
-    stream = AnswerStream(engine.registry)
+    stream = AnswerStream(engine.database)
     _answers(engine, stream, seed=31, downs=1)
     _answers(engine, stream, seed=32, downs=11)
     [alert] = check.run().alerts
@@ -164,7 +164,7 @@ def test_alerts_reach_a_slack_channel_through_the_bot(settings, engine):
         settings = settings.model_copy(update={"slack": SlackSettings(bot_token=SecretStr(slack.token),
                                                                       api_url=slack.api_url)})
         check = _check(settings, engine, alert_channel="C0ALERTS")
-        stream = AnswerStream(engine.registry)
+        stream = AnswerStream(engine.database)
         _answers(engine, stream, seed=41, downs=2)
         _answers(engine, stream, seed=42, downs=12)
         check.run()
@@ -181,7 +181,7 @@ def test_alerts_reach_a_slack_channel_through_the_bot(settings, engine):
 
 def test_a_channel_without_a_bot_token_is_reported_on_the_incident(settings, engine):
     check = _check(settings, engine, alert_channel="C0ALERTS")
-    stream = AnswerStream(engine.registry)
+    stream = AnswerStream(engine.database)
     _answers(engine, stream, seed=51, downs=1)
     _answers(engine, stream, seed=52, downs=11)
     [alert] = check.run().alerts
@@ -189,7 +189,7 @@ def test_a_channel_without_a_bot_token_is_reported_on_the_incident(settings, eng
 
 
 def test_two_checks_at_once_open_one_incident_and_resolve_it_once(engine):
-    stores = [MonitorStore(engine.registry), MonitorStore(engine.registry)]
+    stores = [MonitorStore(engine.database), MonitorStore(engine.database)]
     barrier = threading.Barrier(2)
     opened: list[object] = []
 

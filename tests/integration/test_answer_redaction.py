@@ -54,7 +54,7 @@ def _stored(engine, text: str, chunks: list[Chunk]) -> str:
                     citations=[Citation(n, c) for n, c in enumerate(chunks, 1)], scopes=["default"],
                     model="extractive", timings_ms={"retrieve": 1.0, "generate": 1.0, "total": 2.0},
                     created_at=datetime.now(UTC).replace(tzinfo=None))
-    AnswerLog(engine.registry).save(answer, search_query=answer.question)
+    AnswerLog(engine.database, engine.registry).save(answer, search_query=answer.question)
     return answer.answer_id
 
 

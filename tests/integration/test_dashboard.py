@@ -58,7 +58,7 @@ def world(tmp_path_factory, embedder):
     for key, rating in (("a1", 1), ("b1", -1), ("ab", 1)):
         assert engine.record_feedback(Feedback(asked[key].answer_id, f"U-{key}", "C1", rating, datetime.now(UTC)))
     now = _now()
-    with engine.registry.session() as s, s.begin():
+    with engine.database.session() as s, s.begin():
         for i in range(6):
             s.add(MonitorCheckRow(checked_at=now - timedelta(hours=6 - i), window=200, seconds=0.2, signals=[
                 {"name": "query_mmd", "score": 0.002 * i, "threshold": 0.008, "p_value": 0.5, "drifted": i == 5},

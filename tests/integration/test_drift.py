@@ -19,8 +19,8 @@ from app import build_drift_check
 from core.config import SchedulerSettings
 from core.models import DocStatus
 from core.store.claims import ClaimStore
+from core.store.database import Database
 from core.store.monitor import MonitorStore
-from core.store.registry import DocumentRegistry
 from core.store.schema import DocumentRow
 from ops.monitor.check import DriftCheck
 from ops.monitor.drift import DOWN_RATE, INGEST_FAILURE_RATE, QUERY_EMBEDDING, SIGNALS, DriftConfig
@@ -40,7 +40,7 @@ CONFIG = DriftConfig(permutations=200, seed=0)
 
 
 def _check(engine, window: int = WINDOW, **kw) -> DriftCheck:
-    return DriftCheck(engine.registry, engine.embed_questions, CONFIG, window=window, **kw)
+    return DriftCheck(engine.database, engine.embed_questions, CONFIG, window=window, **kw)
 
 
 def _signal(report, name):
@@ -48,7 +48,7 @@ def _signal(report, name):
 
 
 def test_a_shift_of_topic_is_flagged_and_a_steady_stream_is_not(engine):
-    stream = AnswerStream(engine.registry)
+    stream = AnswerStream(engine.database)
     stream.add(questions("policy", WINDOW, seed=1))
     stream.add(questions("policy", WINDOW, seed=2))  # same topic, other samples
     steady = _check(engine).run(dry_run=True)
@@ -61,11 +61,11 @@ def test_a_shift_of_topic_is_flagged_and_a_steady_stream_is_not(engine):
     embedding = _signal(shifted, QUERY_EMBEDDING)
     assert embedding.drifted and embedding.p_value < CONFIG.mmd_p_value and embedding.score > embedding.threshold
     assert [s.name for s in shifted.signals] == list(SIGNALS)
-    assert MonitorStore(engine.registry).latest_check() is None  # a dry run records nothing
+    assert MonitorStore(engine.database).latest_check() is None  # a dry run records nothing
 
 
 def test_a_rise_in_down_ratings_is_flagged_recorded_and_asks_for_retraining(engine):
-    stream = AnswerStream(engine.registry)
+    stream = AnswerStream(engine.database)
     before = stream.add(questions("policy", 20, seed=4))
     rate(engine, before[:2], -1)
     rate(engine, before[2:], 1)
@@ -81,24 +81,24 @@ def test_a_rise_in_down_ratings_is_flagged_recorded_and_asks_for_retraining(engi
     assert down.drifted and down.detail["recent"] == 0.5 and down.detail["previous"] == 0.1
     assert not _signal(report, QUERY_EMBEDDING).drifted
 
-    store = MonitorStore(engine.registry)
+    store = MonitorStore(engine.database)
     assert [s["name"] for s in store.latest_check().signals] == list(SIGNALS)
     assert store.open_incidents()[DOWN_RATE].score == down.score
     assert [(a.signal, a.event) for a in report.alerts] == [(DOWN_RATE, "opened")]
-    requested = ClaimStore(engine.registry).pending_request(RETRAIN)
+    requested = ClaimStore(engine.database).pending_request(RETRAIN)
     assert requested is not None and requested.startswith("drift: down_rate")
 
     # Still drifting: no second incident, no second request.
-    ClaimStore(engine.registry).clear_request(RETRAIN)
+    ClaimStore(engine.database).clear_request(RETRAIN)
     again = check.run()
     assert _signal(again, DOWN_RATE).drifted and again.alerts == []
-    assert ClaimStore(engine.registry).pending_request(RETRAIN) is None
+    assert ClaimStore(engine.database).pending_request(RETRAIN) is None
     assert store.incident_counts() == {DOWN_RATE: 1}
 
 
 def test_failed_ingests_above_the_threshold_are_flagged(engine):
     now = datetime.now(UTC).replace(tzinfo=None)
-    with engine.registry.session() as s, s.begin():
+    with engine.database.session() as s, s.begin():
         for i in range(60):
             status = DocStatus.FAILED.value if i in (45, 57) else DocStatus.INDEXED.value  # 2 of the newest 40
             s.add(DocumentRow(doc_id=f"d{i:03d}", source=f"f{i}.txt", scope="default", status=status,
@@ -115,11 +115,11 @@ def test_the_cli_prints_the_json_shape_and_records_unless_dry_run(tmp_path, monk
     data = tmp_path / "cli-data"
     monkeypatch.setenv("IMP_DATA_DIR", str(data))
     settings = Settings()
-    registry = DocumentRegistry(settings.database_url)
-    stream = AnswerStream(registry)
+    database = Database(settings.database_url)
+    stream = AnswerStream(database)
     stream.add(questions("policy", 12, seed=6))
     stream.add(questions("design", 12, seed=7))
-    registry.close()
+    database.close()
 
     runner = CliRunner()
     result = runner.invoke(cli, ["drift", "check", "--window", "12", "--json", "--dry-run"])
@@ -133,23 +133,23 @@ def test_the_cli_prints_the_json_shape_and_records_unless_dry_run(tmp_path, monk
     assert embedding["drifted"] is True and embedding["p_value"] < 0.05
     assert [a["event"] for a in payload["alerts"]] == ["opened"] and payload["alerts"][0]["delivered"] == []
 
-    registry = DocumentRegistry(settings.database_url)
+    database = Database(settings.database_url)
     try:
-        assert MonitorStore(registry).latest_check() is None  # --dry-run recorded nothing
+        assert MonitorStore(database).latest_check() is None  # --dry-run recorded nothing
         result = runner.invoke(cli, ["drift", "check", "--window", "12", "--json"])
         assert result.exit_code == 0, result.output  # drift is not an error
-        assert MonitorStore(registry).latest_check().window == 12
-        assert QUERY_EMBEDDING in MonitorStore(registry).open_incidents()
-        assert ClaimStore(registry).pending_request(RETRAIN).startswith("drift: query_embedding")
+        assert MonitorStore(database).latest_check().window == 12
+        assert QUERY_EMBEDDING in MonitorStore(database).open_incidents()
+        assert ClaimStore(database).pending_request(RETRAIN).startswith("drift: query_embedding")
     finally:
-        registry.close()
+        database.close()
 
     bad = runner.invoke(cli, ["drift", "check", "--window", "3"])
     assert bad.exit_code == 2
 
 
 def test_the_scheduler_runs_the_drift_check_once_per_interval(engine, settings):
-    stream = AnswerStream(engine.registry)
+    stream = AnswerStream(engine.database)
     stream.add(questions("policy", WINDOW, seed=8))
     stream.add(questions("design", WINDOW, seed=9))
     check = build_drift_check(settings.model_copy(update={"monitor": settings.monitor.model_copy(
@@ -161,7 +161,7 @@ def test_the_scheduler_runs_the_drift_check_once_per_interval(engine, settings):
 
     results: list[object] = []
     scheduler = build_scheduler(SchedulerSettings(retrain_cron="0 2 * * *", timezone="UTC"), settings.database_url,
-                                claims=ClaimStore(engine.registry), policy=RetrainPolicy(1000),
+                                claims=ClaimStore(engine.database), policy=RetrainPolicy(1000),
                                 retrain=lambda reason: {}, count_new_ratings=lambda since: 0, owner="replica-a",
                                 background=True, drift_check=drift_check, drift_interval_s=3600)
     scheduler.add_listener(lambda e: results.append(e.retval if e.code == EVENT_JOB_EXECUTED else e.exception),
@@ -189,16 +189,16 @@ def test_the_scheduler_runs_the_drift_check_once_per_interval(engine, settings):
         pytest.skip("the interval changed while the test ran")
     assert first["status"] == "done" and QUERY_EMBEDDING in first["result"]["drifted"]
     assert second["status"] == "taken" and second["window"] == first["window"]
-    claim = ClaimStore(engine.registry).get(DRIFT, window)
+    claim = ClaimStore(engine.database).get(DRIFT, window)
     assert claim is not None and claim.status == "done"
-    assert MonitorStore(engine.registry).latest_check() is not None
+    assert MonitorStore(engine.database).latest_check() is not None
 
 
 def test_the_scheduler_runs_a_purge_it_is_given_and_checks_its_cron(engine, settings):
     from core.errors import InvalidRequest
     from ops.scheduler import PURGE, PURGE_JOB_ID
 
-    base = dict(claims=ClaimStore(engine.registry), policy=RetrainPolicy(1000), retrain=lambda reason: {},
+    base = dict(claims=ClaimStore(engine.database), policy=RetrainPolicy(1000), retrain=lambda reason: {},
                 count_new_ratings=lambda since: 0, owner="replica-a", background=True)
     cron = SchedulerSettings(retrain_cron="0 2 * * *", timezone="UTC")
     with pytest.raises(InvalidRequest, match="IMP_RETENTION__CRON"):
@@ -221,7 +221,7 @@ def test_the_scheduler_runs_a_purge_it_is_given_and_checks_its_cron(engine, sett
     finally:
         scheduler.shutdown()
     assert purged == [1] and results[0]["status"] == "done" and results[0]["result"] == {"answers": 3}
-    assert ClaimStore(engine.registry).last(PURGE).status == "done"
+    assert ClaimStore(engine.database).last(PURGE).status == "done"
 
 
 def test_the_served_scheduler_wires_the_drift_check_and_the_purge(engine, settings):
@@ -242,11 +242,11 @@ def test_an_embedder_failure_leaves_the_other_signals_standing(engine):
     def broken(texts: list[str]):
         raise OSError("model folder gone")
 
-    stream = AnswerStream(engine.registry)
+    stream = AnswerStream(engine.database)
     stream.add(questions("policy", 20, seed=10), abstained=False)
     stream.add(questions("policy", 20, seed=11), abstained=True)
-    report = DriftCheck(engine.registry, broken, CONFIG, window=20).run()
+    report = DriftCheck(engine.database, broken, CONFIG, window=20).run()
     embedding = _signal(report, QUERY_EMBEDDING)
     assert not embedding.drifted and "could not embed" in embedding.detail["note"]
     assert _signal(report, "abstain_rate").drifted  # 0 % → 100 %
-    assert MonitorStore(engine.registry).latest_check() is not None
+    assert MonitorStore(engine.database).latest_check() is not None

@@ -178,7 +178,7 @@ def test_a_job_that_fails_unexpectedly_shows_a_reference_and_logs_the_cause(engi
     def broken(job, report) -> Outcome:
         raise RuntimeError("cannot open /srv/imp/secret/path.db: (sqlite3.OperationalError) SELECT * FROM x")
 
-    runner = JobRunner(JobStore(engine.registry), {"broken": broken})
+    runner = JobRunner(JobStore(engine.database), {"broken": broken})
     with caplog.at_level("ERROR"):
         job = runner.submit("broken", "default", "upload:x.txt", params={})
         runner.close()

@@ -103,7 +103,7 @@ def test_reactions_in_slack_become_pairs_without_user_ids_and_deleted_documents_
         assert who not in everything
 
     engine.delete(handbook.doc_id)  # the hotel and leave answers cited the handbook only
-    assert {r.answer_id for r in FeedbackStore(engine.registry).rated_answers()} == set(rated)  # the log keeps them
+    assert {r.answer_id for r in FeedbackStore(engine.database).rated_answers()} == set(rated)  # the log keeps them
     after = engine.rated_answers()
     assert [r.answer_id for r in after] == [secrets_id]
     assert not any("180 EUR" in text or "20 weeks" in text for r in after for text in r.passages)

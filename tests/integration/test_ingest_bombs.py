@@ -29,6 +29,7 @@ from core.index.vectors import ChromaVectorStore
 from core.ingest.pipeline import IngestPipeline
 from core.ingest.sandbox import LoaderSandbox
 from core.models import IngestStatus
+from core.store.database import Database
 from core.store.registry import DocumentRegistry
 
 MB = 1 << 20
@@ -359,7 +360,8 @@ def test_pdf_reading_stops_at_the_page_where_text_passes_the_limit(settings, emb
 @pytest.fixture
 def make_pipeline(tmp_path, embedder):
     """IngestPipelines over a real registry, Chroma and keyword index, with given loader limits; all closed after."""
-    registry = DocumentRegistry(f"sqlite:///{tmp_path / 'imp.sqlite3'}")
+    database = Database(f"sqlite:///{tmp_path / 'imp.sqlite3'}")
+    registry = DocumentRegistry(database)
     vectors = ChromaVectorStore("bombs", path=tmp_path / "chroma")
     made = []
 
@@ -371,7 +373,7 @@ def make_pipeline(tmp_path, embedder):
     for pipeline in made:
         pipeline.close()
     vectors.close()
-    registry.close()
+    database.close()
 
 
 def _note(folder: Path) -> Path:

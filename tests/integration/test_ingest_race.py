@@ -25,6 +25,7 @@ from core.index.vectors import ChromaVectorStore
 from core.ingest.chunking import document_id
 from core.ingest.pipeline import SUPERSEDED, IngestPipeline
 from core.models import DocStatus, IngestStatus
+from core.store.database import Database
 from core.store.registry import CommitInfo, DocumentRegistry
 from core.store.schema import ChunkRow, DocumentRow
 
@@ -36,8 +37,8 @@ def _text(word: str) -> str:
     return f"# Race\n\nThe code word of this upload is {word}.\n"
 
 
-def _chunk_rows(registry: DocumentRegistry, doc_id: str) -> int:
-    with registry.session() as s:
+def _chunk_rows(database: Database, doc_id: str) -> int:
+    with database.session() as s:
         return s.scalar(select(func.count()).select_from(ChunkRow).where(ChunkRow.doc_id == doc_id))
 
 
@@ -79,7 +80,7 @@ def test_four_concurrent_uploads_of_one_name_leave_one_complete_searchable_versi
     assert len(visible) == doc.chunks
     [winner] = [w for w in WORDS if any(w in c.text for c in visible)]
     assert _visible_words(engine) == {winner}  # found by keywords and vectors; no loser's text anywhere
-    assert _chunk_rows(engine.registry, doc.doc_id) == doc.chunks  # no orphan rows of losing versions
+    assert _chunk_rows(engine.database, doc.doc_id) == doc.chunks  # no orphan rows of losing versions
     assert engine._retriever._vectors.count(doc.doc_id) == doc.chunks  # nor orphan vectors
 
     again = engine.ingest_upload("race.md", io.BytesIO(_text(winner).encode()))
@@ -115,11 +116,12 @@ class GatedEmbedder:
 @pytest.fixture
 def parts(tmp_path):
     """Real registry, Chroma and keyword index on temp folders, closed afterwards."""
-    registry = DocumentRegistry(f"sqlite:///{tmp_path / 'imp.sqlite3'}")
+    database = Database(f"sqlite:///{tmp_path / 'imp.sqlite3'}")
+    registry = DocumentRegistry(database)
     vectors = ChromaVectorStore("race", path=tmp_path / "chroma")
     yield registry, vectors, KeywordIndex(registry, tmp_path / "bm25")
     vectors.close()
-    registry.close()
+    database.close()
 
 
 def test_an_older_upload_that_finishes_last_does_not_replace_a_newer_one(parts, embedder, tmp_path):
@@ -143,7 +145,7 @@ def test_an_older_upload_that_finishes_last_does_not_replace_a_newer_one(parts, 
     waiting = threading.Thread(target=lambda: out.setdefault("saffron", pipeline.ingest(files["saffron"], "default",
                                                                                          source=source)))
     waiting.start()  # attempt 3: waits for the lease
-    _wait_for_attempts(registry, doc_id, 3)
+    _wait_for_attempts(registry.database, doc_id, 3)
     newest = pipeline.ingest(files["amber"], "default", source=source)  # attempt 4: the visible content again
     gated.gate.set()
     older.join(60)
@@ -157,7 +159,7 @@ def test_an_older_upload_that_finishes_last_does_not_replace_a_newer_one(parts, 
     assert record.status == DocStatus.INDEXED
     visible = registry.chunks_of(doc_id)
     assert visible and all("amber" in c.text for c in visible)
-    assert _chunk_rows(registry, doc_id) == len(visible) == vectors.count(doc_id) == vectors.count(doc_id,
+    assert _chunk_rows(registry.database, doc_id) == len(visible) == vectors.count(doc_id) == vectors.count(doc_id,
                                                                                                  record.version)
 
 
@@ -180,17 +182,17 @@ def test_concurrent_writers_through_the_pipeline_keep_every_invariant(parts, emb
             record = registry.get(doc_id)
             visible = registry.chunks_of(doc_id)
             assert record.status == DocStatus.INDEXED and len(visible) == record.chunks > 0
-            assert _chunk_rows(registry, doc_id) == record.chunks
+            assert _chunk_rows(registry.database, doc_id) == record.chunks
             assert vectors.count(doc_id) == vectors.count(doc_id, record.version) == record.chunks
     finally:
         pipeline.close()
 
 
-def _wait_for_attempts(registry: DocumentRegistry, doc_id: str, n: int) -> None:
+def _wait_for_attempts(database: Database, doc_id: str, n: int) -> None:
     """Until ``n`` ingests of the document have started (taken their attempt numbers)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        with registry.session() as s:
+        with database.session() as s:
             if s.scalar(select(DocumentRow.attempts).where(DocumentRow.doc_id == doc_id)) == n:
                 return
         time.sleep(0.01)
@@ -203,7 +205,8 @@ def _commit_info(chunks: int = 0) -> CommitInfo:
 
 
 def test_status_and_version_end_as_sequential_ingests_in_arrival_order_would_leave_them(tmp_path):
-    registry = DocumentRegistry(f"sqlite:///{tmp_path / 'imp.sqlite3'}")
+    database = Database(f"sqlite:///{tmp_path / 'imp.sqlite3'}")
+    registry = DocumentRegistry(database)
     try:
         first = registry.start("d1", "upload:a.md", "default")
         second = registry.start("d1", "upload:a.md", "default")
@@ -220,11 +223,12 @@ def test_status_and_version_end_as_sequential_ingests_in_arrival_order_would_lea
         # An attempt older than the visible one has nothing left to write.
         assert registry.lock("d1", "upload:a.md", "default", first) is None
     finally:
-        registry.close()
+        database.close()
 
 
 def test_a_writer_that_stops_renewing_loses_its_lease_and_cannot_commit(tmp_path):
-    registry = DocumentRegistry(f"sqlite:///{tmp_path / 'imp.sqlite3'}")
+    database = Database(f"sqlite:///{tmp_path / 'imp.sqlite3'}")
+    registry = DocumentRegistry(database)
     try:
         slow = registry.start("d1", "upload:a.md", "default")
         fast = registry.start("d1", "upload:a.md", "default")
@@ -238,7 +242,7 @@ def test_a_writer_that_stops_renewing_loses_its_lease_and_cannot_commit(tmp_path
         stalled.release()
         assert registry.get("d1").version == "v-fast"
     finally:
-        registry.close()
+        database.close()
 
 
 def test_two_cli_runs_on_the_same_files_index_each_once_without_database_errors(tmp_path):
@@ -257,12 +261,13 @@ def test_two_cli_runs_on_the_same_files_index_each_once_without_database_errors(
         docs = json.loads(stdout)["documents"]
         assert len(docs) == 6
         assert {d["status"] for d in docs} <= {"indexed", "unchanged"}, docs
-    registry = DocumentRegistry(f"sqlite:///{tmp_path / 'data' / 'imp.sqlite3'}")
+    database = Database(f"sqlite:///{tmp_path / 'data' / 'imp.sqlite3'}")
+    registry = DocumentRegistry(database)
     try:
         records = registry.list()
         assert len(records) == 6
         for record in records:
             assert record.status == DocStatus.INDEXED and record.error is None
-            assert len(registry.chunks_of(record.doc_id)) == record.chunks == _chunk_rows(registry, record.doc_id)
+            assert len(registry.chunks_of(record.doc_id)) == record.chunks == _chunk_rows(database, record.doc_id)
     finally:
-        registry.close()
+        database.close()

@@ -20,8 +20,8 @@ from bot.api import create_app
 from core.config import Settings
 from core.errors import Busy
 from core.jobs import JobRunner, Outcome
+from core.store.database import Database
 from core.store.jobs import JobStore
-from core.store.registry import DocumentRegistry
 
 TOKEN = "shedding-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -99,9 +99,9 @@ def test_admission_settings_build_one_gate_per_class_and_can_be_turned_off(tmp_p
 
 
 def test_the_job_queue_refuses_past_its_bound_and_takes_work_again_when_it_drains(tmp_path):
-    registry = DocumentRegistry(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
+    database = Database(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
     release = threading.Event()
-    runner = JobRunner(JobStore(registry), {"slow": lambda job, report: (release.wait(10), Outcome({}))[1]},
+    runner = JobRunner(JobStore(database), {"slow": lambda job, report: (release.wait(10), Outcome({}))[1]},
                        max_queued=2)
     try:
         first = runner.submit("slow", "default", "a", params={})
@@ -120,7 +120,7 @@ def test_the_job_queue_refuses_past_its_bound_and_takes_work_again_when_it_drain
     finally:
         release.set()
         runner.close()
-        registry.close()
+        database.close()
 
 
 def test_a_background_upload_past_the_job_bound_gets_429_and_stores_nothing(tmp_path, embedder, sample_corpus):

@@ -143,7 +143,7 @@ def test_drift_scores_and_alerts_appear_once_the_monitor_wrote_them(engine):
         m = scrape(http)
         assert labelled(m, "imp_drift_score") == labelled(m, "imp_drift_alerts_total") == []
         when = datetime(2025, 6, 1, 12)
-        with engine.registry.session() as s:
+        with engine.database.session() as s:
             s.add(MonitorCheckRow(checked_at=when.replace(hour=11), window=200, seconds=0.1,
                                   signals=[{"name": "embedding", "score": 0.9}]))
             s.add(MonitorCheckRow(checked_at=when, window=200, seconds=0.1, signals=[

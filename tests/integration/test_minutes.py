@@ -100,7 +100,7 @@ def test_rest_minutes_job_returns_minutes_and_survives_a_restart(engine, plannin
         assert client.post("/v1/minutes", data={"scope": "C1"}).status_code == 400
 
     # A service that died mid-job left it "running"; the next start resumes it from its stored params.
-    store = JobStore(engine.registry)
+    store = JobStore(engine.database)
     stale = store.create("minutes", "C1", "upload:planning.txt", params={"path": str(planning)})
     store.progress(stale.job_id, "writing minutes", 1, 3)
     with TestClient(create_app(engine)) as client:

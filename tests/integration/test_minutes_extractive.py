@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from core.answer.validation import content_words, split_sentences
 from core.minutes.base import check_evidence
 from core.minutes.extractive import ExtractiveMinutes
 from core.models import Meeting, Minutes, Turn
+from core.textutil import content_words, split_sentences
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 ELITR = SHARED_DATA / "minutes" / "elitr_minutes_dev.jsonl"

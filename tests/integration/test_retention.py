@@ -26,8 +26,8 @@ from bot.chat.state import PostRow as ChatPostRow  # the chat_posts table, the c
 from cli import cli
 from core.errors import InvalidRequest, NotFound
 from core.models import Feedback, JobStatus, SpeechSegment, Transcript
+from core.store.database import Database
 from core.store.jobs import JobStore
-from core.store.registry import DocumentRegistry
 from core.store.retention import KINDS, Retention
 from core.store.schema import AnswerRow, DocumentRow, FeedbackRow, JobRow, TranscriptRow
 from core.store.transcripts import TranscriptStore
@@ -48,12 +48,12 @@ AGO = _now() - timedelta(days=100)
 
 def _age(engine, table, *where, column: str = "created_at") -> None:
     """Date rows back 100 days, as if they had been made then."""
-    with engine.registry.session() as s, s.begin():
+    with engine.database.session() as s, s.begin():
         assert s.execute(update(table).where(*where).values({column: AGO})).rowcount
 
 
 def _count(engine, table) -> int:
-    with engine.registry.session() as s:
+    with engine.database.session() as s:
         return int(s.scalar(select(func.count()).select_from(table)))
 
 
@@ -67,7 +67,7 @@ def _upload(engine, name: str, scope: str) -> tuple[str, Path]:
 
 def _transcript(engine, doc_id: str) -> None:
     version = engine.document(doc_id).version
-    TranscriptStore(engine.registry).save(doc_id, version, Transcript(
+    TranscriptStore(engine.database).save(doc_id, version, Transcript(
         duration=4.0, language="en", model="test", segments=[SpeechSegment(0.0, 4.0, "We ship on Friday.", "S1")]))
     assert engine.transcript(doc_id).segments
 
@@ -79,8 +79,8 @@ def _rate(engine, answer_id: str, user: str, channel: str, rating: int = 1) -> N
 @pytest.fixture
 def world(engine, settings):
     """Old and new things in an ordinary scope, old things in a held one, and work still queued."""
-    retention = build_retention(settings, engine.registry)
-    chat = ChatState(engine.registry)
+    retention = build_retention(settings, engine.database)
+    chat = ChatState(engine.database)
     w: dict = {"retention": retention}
 
     # Uploads: an old one (its original goes), a held one, a new one, and an old one a queued job reads.
@@ -90,7 +90,7 @@ def world(engine, settings):
     w["review"], w["review_file"] = _upload(engine, "design-review.vtt", OLD)
     for doc in (w["handbook"], w["policy"], w["review"]):
         _age(engine, DocumentRow, DocumentRow.doc_id == doc, column="updated_at")
-    queued = JobStore(engine.registry).create("minutes", OLD, w["review"], params={"doc_id": w["review"]})
+    queued = JobStore(engine.database).create("minutes", OLD, w["review"], params={"doc_id": w["review"]})
     assert queued.status == JobStatus.QUEUED
 
     # Transcripts: an old one, a held one, and an old one of the document the queued job reads.
@@ -122,7 +122,7 @@ def world(engine, settings):
     leftover = settings.data_dir / "files" / "minutes" / uuid.uuid4().hex / "standup.vtt"
     leftover.parent.mkdir(parents=True)
     leftover.write_bytes((SAMPLES / "design-review.vtt").read_bytes())
-    jobs = JobStore(engine.registry)
+    jobs = JobStore(engine.database)
     w["minutes_job"] = jobs.create("minutes", OLD, "upload:standup.vtt", params={"path": str(leftover)}).job_id
     jobs.finish(w["minutes_job"], result=None, error="the service stopped while writing these minutes")
     w["leftover"] = leftover
@@ -167,7 +167,7 @@ def test_purge_removes_only_what_is_old_and_unheld_and_documents_stay_searchable
     with pytest.raises(NotFound):
         engine.answer(w["old"])
     assert engine.feedback(w["old"]) == []
-    chat = ChatState(engine.registry)
+    chat = ChatState(engine.database)
     assert chat.answer_at(OLD, "1.1") is None
     assert chat.answer_at(HELD, "1.2") == w["held"] and chat.answer_at(OLD, "1.3") == w["new"]
     for aid in (w["held"], w["rated_in_held"], w["new"]):
@@ -195,7 +195,7 @@ def test_purge_removes_only_what_is_old_and_unheld_and_documents_stay_searchable
         with pytest.raises(NotFound):
             engine.job(job_id)
     assert not w["leftover"].parent.exists()
-    assert JobStore(engine.registry).unfinished()
+    assert JobStore(engine.database).unfinished()
 
     [run] = retention.runs()
     assert run.purged == EXPECTED and run.cutoff == report.cutoff
@@ -214,7 +214,7 @@ def test_purge_removes_only_what_is_old_and_unheld_and_documents_stay_searchable
 
 def test_the_scheduled_purge_counts_what_went_and_never_raises(engine, settings, world, tmp_path):
     # One row per transaction walks every batch boundary, held rows included: the same verdicts.
-    tiny = Retention(engine.registry, settings.data_dir / "files", batch=1, participants=[ChatState(engine.registry)])
+    tiny = Retention(engine.database, settings.data_dir / "files", batch=1, participants=[ChatState(engine.database)])
     assert tiny.purge(90, dry_run=True).purged == EXPECTED
 
     counted: list[dict] = []
@@ -228,14 +228,14 @@ def test_the_scheduled_purge_counts_what_went_and_never_raises(engine, settings,
 
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("a file where the database folder should be")
-    failed = run_purge(Retention(DocumentRegistry(f"sqlite:///{blocked}/imp.sqlite3"), tmp_path / "files"), days=90,
+    failed = run_purge(Retention(Database(f"sqlite:///{blocked}/imp.sqlite3"), tmp_path / "files"), days=90,
                        on_purged=counted.append)
     assert not failed["ok"] and failed["error"].startswith("internal error (ref ") and len(counted) == 1
     assert run_purge(world["retention"], days=0)["code"] == "invalid_request"
 
 
 def test_holds_validate_their_scope_and_reason(engine, settings):
-    retention = build_retention(settings, engine.registry)
+    retention = build_retention(settings, engine.database)
     for bad in ("", "a b", "x" * 201, "C1\n", "../etc"):
         with pytest.raises(InvalidRequest):
             retention.hold(bad)

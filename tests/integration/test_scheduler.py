@@ -31,7 +31,7 @@ from core.config import SchedulerSettings
 from core.errors import InvalidRequest
 from core.models import Feedback
 from core.store.claims import ClaimStore
-from core.store.registry import DocumentRegistry
+from core.store.database import Database
 from ops.scheduler import (
     JOB_ID,
     JOB_REF,
@@ -123,9 +123,9 @@ def sqlite_url(tmp_path) -> str:
 
 
 def _claims(url: str, **kw) -> ClaimStore:
-    registry = DocumentRegistry(url)
-    registry.session().close()  # tables exist before any race
-    return ClaimStore(registry, **kw)
+    database = Database(url)
+    database.session().close()  # tables exist before any race
+    return ClaimStore(database, **kw)
 
 
 def _many(since: datetime | None) -> int:
@@ -164,7 +164,7 @@ def test_two_threads_firing_the_same_window_train_once(db_url):
 
 
 def _replica_process(url: str, marker: str, barrier, results) -> None:
-    claims = ClaimStore(DocumentRegistry(url))
+    claims = ClaimStore(Database(url))
 
     def retrain(reason: str) -> dict:
         with open(marker, "a") as f:
@@ -220,7 +220,7 @@ def _rate(engine, answer_id: str, user: str) -> None:
 
 
 def test_due_only_with_enough_new_ratings_or_a_drift_request(engine):
-    claims = ClaimStore(engine.registry)
+    claims = ClaimStore(engine.database)
     count, policy = ratings_counter(engine), RetrainPolicy(min_new_feedback=3)
     answer = engine.ask("When is the quarterly review?")
     trained: list[str] = []
@@ -344,7 +344,7 @@ def test_a_background_scheduler_runs_the_retraining_job(sqlite_url):
     finally:
         scheduler.shutdown()
     assert rec.calls and rec.results[0]["status"] == "trained"
-    assert ClaimStore(DocumentRegistry(sqlite_url)).last(RETRAIN).status == "trained"
+    assert ClaimStore(Database(sqlite_url)).last(RETRAIN).status == "trained"
 
 
 def test_a_failing_retrain_does_not_stop_the_scheduler(sqlite_url):
@@ -360,7 +360,7 @@ def test_a_failing_retrain_does_not_stop_the_scheduler(sqlite_url):
         rec.wait(2)  # it still runs the job
     finally:
         scheduler.shutdown()
-    assert ClaimStore(DocumentRegistry(sqlite_url)).last(RETRAIN).status == "failed"
+    assert ClaimStore(Database(sqlite_url)).last(RETRAIN).status == "failed"
 
 
 def test_the_job_store_survives_restarts_and_a_missed_fire_runs(sqlite_url):

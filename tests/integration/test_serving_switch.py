@@ -19,7 +19,7 @@ from core.config import IngestSettings, LLMSettings, ModelsSettings, Settings
 from core.errors import InvalidRequest, NotFound
 from core.index.serving import ChromaCollection
 from core.models import Feedback
-from core.store.registry import DocumentRegistry
+from core.store.database import Database
 from core.store.served import ServedModels
 
 EMBEDDER, ADAPTER = "imp-embedder", "imp-answer-adapter"
@@ -169,7 +169,7 @@ def test_rollback_embeds_only_the_delta_and_a_restart_serves_the_champion(engine
         restarted.close()
 
     # Version 2 was promoted, then its folder went missing: start anyway, on the base model, and say so.
-    pointers = ServedModels(DocumentRegistry(settings.database_url))
+    pointers = ServedModels(Database(settings.database_url))
     pointers.put(EMBEDDER, "champion", "2", path=str(tmp_path / "imp-embedder-2"), model_id=None, collection=None)
     with caplog.at_level("WARNING"):
         fallback = build_engine(settings, embedder=embedder)
@@ -261,7 +261,7 @@ def test_an_answer_adapter_is_recorded_and_applied_at_the_next_start(engine, set
     assert report.restart_required and (report.version, report.previous_version) == ("2", None)
     assert {(m.name, m.slot, m.version) for m in engine.served_models()} >= {(ADAPTER, "champion", "2")}
 
-    served = ServedModels(DocumentRegistry(settings.database_url))
+    served = ServedModels(Database(settings.database_url))
     transformers = settings.model_copy(update={"llm": LLMSettings(backend="transformers")})
     assert served_adapter(transformers, served) == (folder, "2")
     assert served_adapter(settings, served) == (None, None)  # extractive answers use no adapter

@@ -157,7 +157,7 @@ def test_an_interrupted_minutes_job_resumes_after_a_restart_and_then_deletes_its
     staged.parent.mkdir(parents=True)
     staged.write_bytes(VTT)
     first = build_engine(settings, embedder=embedder)
-    job = JobStore(first.registry).create("minutes", "default", "upload:review.vtt", params={"path": str(staged)})
+    job = JobStore(first.database).create("minutes", "default", "upload:review.vtt", params={"path": str(staged)})
     first.close()
     os.utime(staged.parent, (time.time() - 7200, time.time() - 7200))  # old, yet its job still needs it
     abandoned = settings.data_dir / "files" / "d0c" / ".staging-0ld"  # a crash while receiving, long ago

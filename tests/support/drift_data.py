@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from core.models import Feedback
-from core.store.registry import DocumentRegistry
+from core.store.database import Database
 from core.store.schema import AnswerRow
 
 POLICY = (
@@ -59,14 +59,14 @@ def questions(topic: str, n: int, seed: int) -> list[str]:
 class AnswerStream:
     """Stores answers one after another (each a second later than the last), as the answer log does."""
 
-    def __init__(self, registry: DocumentRegistry, start: datetime | None = None):
-        self._registry = registry
+    def __init__(self, database: Database, start: datetime | None = None):
+        self._db = database
         self._at = (start or datetime.now(UTC) - timedelta(days=1)).replace(tzinfo=None)
 
     def add(self, texts: list[str], *, abstained: bool = False, best: float | None = 0.6,
             total_ms: float = 120.0) -> list[str]:
         ids = []
-        with self._registry.session() as s, s.begin():
+        with self._db.session() as s, s.begin():
             for text in texts:
                 self._at += timedelta(seconds=1)
                 answer_id = uuid.uuid4().hex

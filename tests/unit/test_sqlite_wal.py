@@ -1,4 +1,4 @@
-"""A new connection puts the registry's SQLite file in WAL mode even while another process holds the file."""
+"""A new connection puts the database's SQLite file in WAL mode even while another process holds the file."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from core.store.registry import _use_wal, make_sql_engine
+from core.store.database import _use_wal, make_sql_engine
 
 
 def test_the_switch_to_wal_waits_for_a_writer_that_holds_the_new_database(tmp_path):

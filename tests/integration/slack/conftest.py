@@ -86,7 +86,7 @@ def fake_slack():
 def make_rig(engine: Engine, fake: FakeSlack, **options) -> tuple[SlackBot, TestClient]:
     opts = SlackOptions(bot_token=fake.token, signing_secret=sp.SECRET, api_url=fake.api_url,
                         company_scopes=options.pop("company_scopes", ["default"]), poll_s=0.2, **options)
-    bot = create_slack_bot(engine, ChatState(engine.registry), opts)
+    bot = create_slack_bot(engine, ChatState(engine.database), opts)
     return bot, TestClient(create_app(engine, slack=bot))
 
 

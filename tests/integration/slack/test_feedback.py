@@ -185,7 +185,7 @@ def test_the_feedback_api_needs_the_bearer_token_when_one_is_set(engine, setting
 
 @pytest.mark.parametrize("rating", [0, 2, -2])
 def test_a_rating_is_only_ever_plus_or_minus_one(engine, rating):
-    store = FeedbackStore(engine.registry)
+    store = FeedbackStore(engine.database)
     with pytest.raises(InvalidRequest):
         store.record(Feedback("a1", "U0ALICE", "C0GENERAL", rating, datetime(2025, 1, 1)))
     assert store.list(include_retracted=True) == []

@@ -269,10 +269,10 @@ def test_a_minutes_job_cut_off_by_a_restart_is_resumed_and_posted(settings, embe
     shutil.copy(DESIGN, stored)
     status_ts = fake_slack.add_message("C0GENERAL", ":hourglass_flowing_sand: Writing minutes of *design-review.vtt*",
                                        user="UIMPBOT", bot_id="BIMPBOT")
-    jobs = JobStore(engine.registry)
+    jobs = JobStore(engine.database)
     job = jobs.create("minutes", "C0GENERAL", f"upload:{DESIGN.name}", params={"path": str(stored)})
     jobs.progress(job.job_id, "writing minutes", 1, 4)
-    state = ChatState(engine.registry)
+    state = ChatState(engine.database)
     task = state.add_task("minutes", "C0GENERAL", "U0ALICE", status=status_ts, file_id="F0DESIGN",
                           file_name=DESIGN.name, data={"requested_by": "U0ALICE"})
     state.update_task(task.task_id, state="submitted", job_id=job.job_id)
@@ -296,7 +296,7 @@ def test_minutes_that_meet_a_429_storm_are_posted_on_a_later_round(engine, fake_
     wait_until(lambda: engine.job(job.job_id).status == JobStatus.DONE, timeout=60, what="the minutes job")
     status_ts = fake_slack.add_message("C0GENERAL", ":hourglass_flowing_sand: Writing minutes of *design-review.vtt*",
                                        user="UIMPBOT", bot_id="BIMPBOT")
-    state = ChatState(engine.registry)
+    state = ChatState(engine.database)
     task = state.add_task("minutes", "C0GENERAL", "U0ALICE", status=status_ts, file_id="F0DESIGN",
                           file_name=DESIGN.name, data={"requested_by": "U0ALICE"})
     state.update_task(task.task_id, state="submitted", job_id=job.job_id)

@@ -46,6 +46,7 @@ from core.store.feedback import FeedbackStore  # noqa: E402
 from core.store.jobs import JobStore  # noqa: E402
 from core.store.transcripts import TranscriptStore  # noqa: E402
 from core.store.answers import AnswerLog  # noqa: E402
+from core.store.database import Database  # noqa: E402
 from core.store.registry import DocumentRegistry  # noqa: E402
 from core.store.served import ADAPTER, BASE, CHAMPION, ServedModels  # noqa: E402
 
@@ -70,13 +71,14 @@ def build_engine(settings: Settings, *, embedder: Embedder | None = None,
     """
     observers = Observers(*([observer] if observer is not None else []))
     data = settings.data_dir
-    registry = DocumentRegistry(settings.database_url)
+    database = Database(settings.database_url)
+    registry = DocumentRegistry(database)
     embedder = embedder or build_embedder(settings)
-    served = ServedModels(registry)
+    served = ServedModels(database)
     serving = build_serving(settings, registry, served, embedder)
     keywords = KeywordIndex(registry, data / "bm25")
     transcriber = build_transcriber(settings, observer=observers)
-    transcripts = TranscriptStore(registry)
+    transcripts = TranscriptStore(database)
     pipeline = IngestPipeline(
         registry, None, keywords, embedder,
         overlap=settings.chunking.overlap, max_tokens=settings.chunking.max_tokens,
@@ -94,7 +96,7 @@ def build_engine(settings: Settings, *, embedder: Embedder | None = None,
     adapter_path, adapter_version = served_adapter(settings, served)
     generator = build_generator(settings, adapter=adapter_path)
     answerer = Answerer(
-        retriever, AnswerLog(registry), ExtractiveWriter(embedder),
+        retriever, AnswerLog(database, registry), ExtractiveWriter(embedder),
         generator=generator, k=settings.answer.k, min_similarity=settings.answer.min_similarity,
         max_new_tokens=settings.llm.max_new_tokens,
         canary_share=settings.models.canary_share, adapter=adapter_version if generator is not None else None,
@@ -102,8 +104,8 @@ def build_engine(settings: Settings, *, embedder: Embedder | None = None,
     )
     return Engine(registry, pipeline, retriever, answerer, files_dir=data / "files",
                   default_k=settings.search.default_k, transcriber=transcriber, transcripts=transcripts,
-                  jobs=JobStore(registry), minutes=build_minutes(embedder, generator),
-                  feedback=FeedbackStore(registry), closers=[pipeline.close, serving.close, registry.close],
+                  jobs=JobStore(database), minutes=build_minutes(embedder, generator),
+                  feedback=FeedbackStore(database), closers=[pipeline.close, serving.close, database.close],
                   max_file_bytes=int(settings.ingest.max_file_mb * 2**20),
                   max_media_bytes=int(settings.speech.max_file_mb * 2**20),
                   max_queued_jobs=settings.admission.max_queued_jobs if settings.admission.enabled else None,
@@ -225,20 +227,23 @@ def build_slack(settings: Settings, engine: Engine, *, socket_mode: bool = False
                 raise BackendError(f"cannot reach Slack at {sl.api_url} ({e}); check IMP_SLACK__API_URL") from e
             logging.getLogger(__name__).warning("cannot reach Slack at %s to check %s: %s", sl.api_url, name, e)
             break
-    return create_slack_bot(engine, ChatState(engine.registry), options)
+    return create_slack_bot(engine, ChatState(engine.database), options)
 
 
 def build_teams(settings: Settings, engine: Engine):
     """The Teams front door for this engine, or None when no Teams app is configured (IMP_TEAMS__APP_ID).
 
     The app id needs its client secret (IMP_TEAMS__APP_PASSWORD): a half configuration is refused.
-    IMP_TEAMS__EXTRA_HOSTS adds hosts to the connector's and the file downloads' allow-lists.
+    IMP_TEAMS__EXTRA_HOSTS adds hosts to the connector's, the file downloads' and Microsoft Graph's allow-lists;
+    IMP_TEAMS__GRAPH_URL is where files posted in channels and group chats are looked up (a second token of
+    the same app, for Graph).
     """
     from bot.chat.state import ChatState
     from bot.teams.auth import BotFrameworkAuthenticator
     from bot.teams.bot import TeamsBot, TeamsOptions
     from bot.teams.connector import DEFAULT_SERVICE_HOSTS, ConnectorClient
     from bot.teams.files import TeamsFiles
+    from bot.teams.graph import GRAPH_SCOPE, GraphFiles
     from bot.teams.signing_keys import SigningKeys
     from bot.teams.token import BotTokenProvider
 
@@ -256,11 +261,14 @@ def build_teams(settings: Settings, engine: Engine):
     connector = ConnectorClient(tokens, allowed_hosts=(*DEFAULT_SERVICE_HOSTS, *loopback))
     max_bytes = int(max(settings.speech.max_file_mb, settings.ingest.max_file_mb) * 2**20)
     files = TeamsFiles(settings.data_dir / "teams-staging", max_bytes, tokens=tokens, extra_hosts=extra)
+    graph_tokens = BotTokenProvider(tm.app_id, tm.app_password.get_secret_value(), tenant_id=tm.tenant_id,
+                                    token_url=tm.token_url, scope=GRAPH_SCOPE)
+    graph = GraphFiles(graph_tokens, tm.graph_url, extra_hosts=extra)
     authenticator = BotFrameworkAuthenticator(tm.app_id, SigningKeys(tm.openid_metadata_url), tenant_id=tm.tenant_id)
     options = TeamsOptions(app_id=tm.app_id, tenant_id=tm.tenant_id, company_scopes=list(tm.company_scopes),
                            max_file_bytes=max_bytes, poll_s=tm.poll_s, workers=tm.workers,
                            loopback_http=any(h.startswith(("127.", "localhost", "[::1]")) for h in extra))
-    return TeamsBot(engine, ChatState(engine.registry), connector, files, authenticator, options)
+    return TeamsBot(engine, ChatState(engine.database), connector, files, authenticator, options, graph=graph)
 
 
 def build_transcriber(settings: Settings, *, observer: Observer | None = None) -> Transcriber:
@@ -382,7 +390,7 @@ def build_retrain_scheduler(settings: Settings, engine: Engine, *, background: b
         return {"drifted": report.drifted, "alerts": [f"{a.signal} {a.event}" for a in report.alerts],
                 "retrain_requested": report.retrain_requested is not None, "seconds": report.seconds}
 
-    return build_scheduler(settings.scheduler, settings.database_url, claims=ClaimStore(engine.registry),
+    return build_scheduler(settings.scheduler, settings.database_url, claims=ClaimStore(engine.database),
                            policy=RetrainPolicy(settings.train.min_new_feedback), retrain=retrain,
                            count_new_ratings=ratings_counter(engine), background=background,
                            drift_check=drift_check, drift_interval_s=settings.monitor.interval_s,
@@ -420,21 +428,21 @@ def build_drift_check(settings: Settings, engine: Engine):
     config = DriftConfig(mmd_p_value=m.mmd_p_value, permutations=m.permutations, down_rate_rise=m.down_rate_rise,
                          abstain_rate_rise=m.abstain_rate_rise, best_similarity_drop=m.best_similarity_drop,
                          latency_p95_ms=m.latency_p95_ms, ingest_failure_rate=m.ingest_failure_rate)
-    return DriftCheck(engine.registry, engine.embed_questions, config, window=m.window,
+    return DriftCheck(engine.database, engine.embed_questions, config, window=m.window,
                       alerter=build_alerter(settings), retrain_on_drift=m.retrain_on_drift)
 
 
 # -- retention (core/store/retention.py, ops/retention.py) ----------------------------
 
 
-def build_retention(settings: Settings, registry: DocumentRegistry | None = None):
-    """Legal holds and the purge over the registry's database and the data folder's stored uploads."""
+def build_retention(settings: Settings, database: Database | None = None):
+    """Legal holds and the purge over the engine's database and the data folder's stored uploads."""
     from bot.chat.state import ChatState
     from core.store.retention import Retention
 
-    registry = registry or DocumentRegistry(settings.database_url)
+    database = database or Database(settings.database_url)
     # The chat layer's message links and tasks point at answers and jobs: the purge asks it what it needs.
-    return Retention(registry, settings.data_dir / "files", participants=[ChatState(registry)])
+    return Retention(database, settings.data_dir / "files", participants=[ChatState(database)])
 
 
 def build_purge(settings: Settings, engine: Engine, *, on_purged=None):  # noqa: ANN001 - ops.retention.OnPurged
@@ -443,7 +451,7 @@ def build_purge(settings: Settings, engine: Engine, *, on_purged=None):  # noqa:
     ``on_purged`` receives the counts per kind after each real purge."""
     from ops.retention import run_purge
 
-    retention = build_retention(settings, engine.registry)
+    retention = build_retention(settings, engine.database)
     return lambda: run_purge(retention, days=settings.retention.days, on_purged=on_purged)
 
 

@@ -284,6 +284,9 @@ class TeamsSettings(BaseModel):
     openid_metadata_url: str = "https://login.botframework.com/v1/.well-known/openidconfiguration"
     # Client-credentials endpoint for the bot's own tokens; None: the tenant's Microsoft identity platform endpoint.
     token_url: str | None = None
+    # Microsoft Graph, for the files posted in channels and group chats (the app needs Files.Read.All); its host
+    # must be Microsoft's or listed in extra_hosts (a sovereign cloud's Graph, a local fake).
+    graph_url: str = "https://graph.microsoft.com/v1.0/"
     # Scopes every Teams conversation may answer from besides its own (documents ingested by an admin).
     company_scopes: list[str] = ["default"]
     # Hosts IMP may call or fetch files from besides Microsoft's ("host" or "host:port"): a sovereign cloud's

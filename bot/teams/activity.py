@@ -16,6 +16,12 @@ download and image links must be https (plain http only to a loopback host when 
 for tests). What is wrong in an attachment refuses that attachment (``Message.refused``), not the
 message. The service URL is carried verbatim: the connector's allow-list decides whether it is called.
 
+Files come two ways: sent to IMP in a 1:1 chat, as ``application/vnd.microsoft.teams.file.download.info``
+with a pre-authenticated download link (``Message.files``); posted in a channel or group chat, as a
+``reference`` to the file's place in SharePoint/OneDrive (``Message.shared_files``), whose bytes only
+Microsoft Graph gives (bot/teams/graph.py). A reference's path may hold spaces and any letters: it is
+percent-encoded, then checked as every link is.
+
 Reactions: Teams' built-in ``like`` and its 👍 ``yes`` are +1, its 👎 ``no`` is -1, whatever the skin
 tone (``-tone1``…``-tone5``); so are the 👍/👎 code points (``1f44d…``, ``1f44e…``) should Teams send
 those. ``heart``, ``laugh``, ``surprised``, ``sad``, ``angry`` and every other emoji rate nothing: a sad
@@ -26,8 +32,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+import string
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote, unquote, urlsplit
 
 from bot.teams.events import (
     COMMANDS,
@@ -44,9 +52,11 @@ from bot.teams.events import (
     RatingChange,
     Reaction,
     RefusedAttachment,
+    SharedFile,
 )
 from bot.teams.fields import (
     ID,
+    MAX_URL_CHARS,
     WORD,
     InvalidActivity,
     check_shape,
@@ -64,6 +74,8 @@ from bot.teams.mentions import MAX_TEXT_CHARS, clean_name, read_text
 TEAMS_CHANNEL = "msteams"
 SHARE_ACTION = "imp_share_answer"  # the share button's data.action (bot/teams/cards.py)
 FILE_CONTENT_TYPE = "application/vnd.microsoft.teams.file.download.info"
+REFERENCE_CONTENT_TYPE = "reference"  # a file posted in a channel or group chat, kept in SharePoint/OneDrive
+MAX_SHARED_FILES = 20  # each costs a Microsoft Graph call and an ingest job
 MAX_ATTACHMENTS = 50
 MAX_ENTITIES = 200
 MAX_MEMBERS = 5_000
@@ -75,6 +87,7 @@ QUIET_TYPES = frozenset({"typing", "endOfConversation", "event", "messageUpdate"
 _SCOPE_VERBATIM = re.compile(r"^19:[A-Za-z0-9_.:@-]{1,197}$")  # a Teams channel or chat id, within SCOPE_PATTERN
 _ANSWER_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _FILE_TYPE = re.compile(r"^[a-z0-9]{1,16}$")
+_ITEM_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")  # part of a document's source: "teams:<id>/<name>"
 _IMAGE_TYPE = re.compile(r"^image/[a-z0-9.+-]{1,50}$")
 _COMMAND = re.compile(r"^/?(" + "|".join(COMMANDS) + r")(?:\s+|$)", re.IGNORECASE)
 _TONE = re.compile(r"-tone[1-5]$")
@@ -164,10 +177,36 @@ def _file(item: Mapping[str, Any], loopback_http: bool) -> FileAttachment | Refu
                           content_url=_location(item.get("contentUrl"), loopback_http))
 
 
-def _attachments(items: list[Any], loopback_http: bool) -> tuple[tuple[FileAttachment, ...], tuple[InlineImage, ...],
-                                                                 tuple[RefusedAttachment, ...]]:
-    """Files and inline images apart; what IMP will not fetch, with why. HTML renderings and cards are skipped."""
+def _extension(name: str) -> str:
+    suffix = name.rsplit(".", 1)[1].lower() if "." in name else ""
+    return suffix if _FILE_TYPE.match(suffix) else ""
+
+
+def _shared(item: Mapping[str, Any], loopback_http: bool) -> SharedFile | RefusedAttachment:
+    raw = item.get("contentUrl")
+    url = None
+    if isinstance(raw, str) and 0 < len(raw) <= MAX_URL_CHARS and raw.isprintable():
+        url = https_url(quote(raw, safe=string.punctuation), loopback_http=loopback_http)
+    named = clean_name(item.get("name"))
+    name = named or (clean_name(unquote(urlsplit(url).path.rsplit("/", 1)[-1])) if url else "") or "file"
+    if url is None:
+        return RefusedAttachment(name, "its link to SharePoint or OneDrive is missing or not https")
+    given = item.get("id")
+    if given is None or given == "":  # no id: the file's place names it as steadily
+        item_id = hashlib.sha256(url.encode()).hexdigest()[:32]
+    else:
+        item_id = given.strip().strip("{}") if isinstance(given, str) else ""
+        if not _ITEM_ID.match(item_id):
+            return RefusedAttachment(name, "Teams gave no usable file id for it")
+    return SharedFile(name=name, url=url, item_id=item_id, file_type=_extension(name))
+
+
+def _attachments(items: list[Any], loopback_http: bool) -> tuple[
+        tuple[FileAttachment, ...], tuple[SharedFile, ...], tuple[InlineImage, ...], tuple[RefusedAttachment, ...]]:
+    """Files, shared files and inline images apart; what IMP will not fetch, with why. HTML renderings and cards
+    are skipped, and so is a reference to a file the message also carries for download (or twice)."""
     files: list[FileAttachment] = []
+    shared: list[SharedFile] = []
     images: list[InlineImage] = []
     refused: list[RefusedAttachment] = []
     for item in items:
@@ -177,6 +216,9 @@ def _attachments(items: list[Any], loopback_http: bool) -> tuple[tuple[FileAttac
         if content_type == FILE_CONTENT_TYPE:
             found = _file(item, loopback_http)
             (files if isinstance(found, FileAttachment) else refused).append(found)  # type: ignore[arg-type]
+        elif content_type == REFERENCE_CONTENT_TYPE:
+            reference = _shared(item, loopback_http)
+            (shared if isinstance(reference, SharedFile) else refused).append(reference)  # type: ignore[arg-type]
         elif content_type.startswith("image/"):
             url = https_url(item.get("contentUrl"), loopback_http=loopback_http)
             if url is None or not _IMAGE_TYPE.match(content_type):
@@ -184,7 +226,19 @@ def _attachments(items: list[Any], loopback_http: bool) -> tuple[tuple[FileAttac
                                                  "its link is missing or not https"))
             else:
                 images.append(InlineImage(content_type, url))
-    return tuple(files), tuple(images), tuple(refused)
+    downloadable = {f.content_url for f in files if f.content_url}
+    seen: set[str] = set()
+    kept: list[SharedFile] = []
+    for reference in shared:
+        if reference.url in downloadable or reference.item_id in seen:
+            continue
+        seen.add(reference.item_id)
+        if len(kept) < MAX_SHARED_FILES:
+            kept.append(reference)
+        else:
+            refused.append(RefusedAttachment(reference.name, f"I index at most {MAX_SHARED_FILES} shared files "
+                                                             "of one message"))
+    return tuple(files), tuple(kept), tuple(images), tuple(refused)
 
 
 # ----- one reader per activity type ------------------------------------------------------------
@@ -210,13 +264,14 @@ def _message(body: Mapping[str, Any], bot: str, tenant_id: str | None, loopback_
         raise InvalidActivity("text_too_long", f"the message's text is over {MAX_TEXT_CHARS} characters")
     read = read_text(text or "", items(body, "entities", 200), (bot,))
     command, arguments = parse_command(read.text)
-    files, images, refused = _attachments(items(body, "attachments", MAX_ATTACHMENTS), loopback_http)
+    files, shared, images, refused = _attachments(items(body, "attachments", MAX_ATTACHMENTS), loopback_http)
     return Message(activity_id=ident(body.get("id"), "activity id"), user=user,
                    conversation=conversation(body, strict=True, tenant_id=tenant_id), text=read.text,
                    mentioned=read.bot_mentioned, command=command, arguments=arguments,
                    mentions=tuple(Person(m.id, None, m.name) for m in read.others),
                    reply_to_id=ident(body.get("replyToId"), "reply-to id", required=False),
-                   files=files, images=images, refused=refused, timestamp=timestamp(body.get("timestamp")))
+                   files=files, shared_files=shared, images=images, refused=refused,
+                   timestamp=timestamp(body.get("timestamp")))
 
 
 def _card_action(body: Mapping[str, Any], user: Person, tenant_id: str | None, *, invoke: bool) -> Event:

@@ -12,7 +12,8 @@ once and does the work on its worker threads, as Bot Framework expects an answer
 - ``minutes`` (the manifest's command, or the word first in a message) writes minutes of the latest
   recording dropped in the conversation, or of one attached to the command;
 - files attached to a message are indexed in the conversation's scope by the follow-up worker, with a
-  progress card updated in place (bot/chat/tasks.py over bot/teams/tasks.py);
+  progress card updated in place (bot/chat/tasks.py over bot/teams/tasks.py): a file sent in a 1:1 chat
+  from its download link, one posted in a channel or group chat through Microsoft Graph (bot/teams/graph.py);
 - 👍/👎 on an answer rate it (bot/chat/feedback.py); the share button posts a private answer where it is
   pressed when everyone there may see its sources;
 - IMP added to a team or chat greets it and remembers it (the 1:1 chat's scopes come from those), and
@@ -41,7 +42,9 @@ from bot.teams.cards import answer_card, progress_card
 from bot.teams.connector import ConnectorClient
 from bot.teams.directory import MemberLists, TeamsDirectory, members_conversation
 from bot.teams.events import CardAction, Conversation, Ignored, MembersChanged, Message, MessageDeleted, Reaction
+from bot.teams.file_places import PLACE, place_of
 from bot.teams.files import TeamsFiles
+from bot.teams.graph import GraphFiles
 from bot.teams.outbox import Where, card_activity, post, say, typing
 from bot.teams.tasks import PLATFORM, TeamsTaskHost, platform_reason
 from bot.chat.replies import reason
@@ -137,7 +140,7 @@ def _now() -> datetime:
 
 class TeamsBot:
     def __init__(self, engine: Engine, state: ChatState, connector: ConnectorClient, files: TeamsFiles,
-                 authenticator: BotFrameworkAuthenticator, options: TeamsOptions):
+                 authenticator: BotFrameworkAuthenticator, options: TeamsOptions, graph: GraphFiles | None = None):
         self.engine = engine
         self.state = state
         self.connector = connector
@@ -147,7 +150,9 @@ class TeamsBot:
         self._executor = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="imp-teams")
         self._seen = RecentEvents(ttl_s=3600, max_events=100_000)
         self._history = History()
-        self.followups = FollowUps(engine, state, TeamsTaskHost(connector, files, state), poll_s=options.poll_s)
+        self.graph = graph  # files posted in channels and group chats; without it they fail with a reason
+        self.followups = FollowUps(engine, state, TeamsTaskHost(connector, files, state, graph),
+                                   poll_s=options.poll_s)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -162,6 +167,8 @@ class TeamsBot:
         self.followups.stop()
         self._executor.shutdown(wait=True)
         self.connector.close()
+        if self.graph is not None:
+            self.graph.close()
 
     # -- one request -------------------------------------------------------------------------
 
@@ -179,7 +186,9 @@ class TeamsBot:
         if isinstance(event, Ignored):
             return {"status": 200} if event.invoke else None
         self.connector.check_service_url(event.conversation.service_url)
-        if event.activity_id and not self._seen.first_delivery(f"{event.conversation.base_id}/{event.activity_id}"):
+        # A messageDelete carries the id of the message it deletes: the event's kind is part of the key.
+        delivery = f"{type(event).__name__}/{event.conversation.base_id}/{event.activity_id}"
+        if event.activity_id and not self._seen.first_delivery(delivery):
             log.info("ignoring a repeated delivery of Teams activity %s", event.activity_id)
             return {"status": 200} if isinstance(event, CardAction) and event.invoke else None
         received = _now()
@@ -241,10 +250,11 @@ class TeamsBot:
         if m.command == "minutes":
             self._minutes(m, where)
             return
-        if m.files:
+        dropped = bool(m.files or m.shared_files)
+        if dropped:
             self._drop_files(m, where)
         question = m.arguments if m.command == "ask" else m.text
-        if m.addressed and (question or not m.files):
+        if m.addressed and (question or not dropped):
             self._answer(m, question, where, received)
 
     def _answer(self, m: Message, question: str, where: Where, received: datetime) -> None:
@@ -272,16 +282,27 @@ class TeamsBot:
                                 file_id=f.unique_id, file_name=f.name, platform=PLATFORM,
                                 data={"where": where.as_data(), "download_url": f.download_url,
                                       "recording": _meeting(f.file_type)})
+        for s in m.shared_files:  # its download link comes from Microsoft Graph when the task runs (it is short-lived)
+            status = post(self.connector, where, card_activity(progress_card("Indexing", s.name, "queued", 0, None)))
+            self.state.add_task("ingest", scope, m.user.id, thread=m.activity_id, status=status,
+                                file_id=s.item_id, file_name=s.name, platform=PLATFORM,
+                                data={"where": where.as_data(), "shared_url": s.url,
+                                      PLACE: place_of(m.conversation, m.user), "recording": _meeting(s.file_type)})
         self.followups.wake()
 
     def _minutes(self, m: Message, where: Where) -> None:
         scope = self.scope(m.conversation)
         data: dict[str, Any] = {"where": where.as_data(), "requested_by": m.user.id}
         recordings = [f for f in m.files if _meeting(f.file_type)]
+        shared = [s for s in m.shared_files if _meeting(s.file_type)]
         if recordings:
             f = recordings[0]
             file_id, name = f.unique_id, f.name
             data["download_url"] = f.download_url
+        elif shared:
+            file_id, name = shared[0].item_id, shared[0].name
+            data["shared_url"] = shared[0].url
+            data[PLACE] = place_of(m.conversation, m.user)
         else:
             found = next((t for t in self.state.recent_tasks(scope, "ingest")
                           if t.state == DONE and t.data.get("recording") and t.file_id), None)

@@ -2,8 +2,9 @@
 
 bot/teams/activity.py makes them (``parse_activity``); the Teams adapter matches on them and hands the
 chat layer what it needs: who asked, where (and so from which scopes: ``scope_of``), the question or
-command, the files to index, the rating a reaction gives, the answer a card button shares, and who
-joined or left. Nothing here holds a raw activity: every field is checked, bounded and typed.
+command, the files to index (sent to IMP, or shared in a channel or group chat), the rating a reaction
+gives, the answer a card button shares, and who joined or left. Nothing here holds a raw activity: every
+field is checked, bounded and typed.
 
 Identifiers, as Teams writes them: a person ``29:…`` (and their Entra ``aad_object_id``), a bot
 ``28:<app id>``, a channel or group chat ``19:…@thread.…``, a 1:1 chat ``a:…``; a message id is a
@@ -71,6 +72,22 @@ class FileAttachment:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedFile:
+    """A file posted in a channel or group chat (a ``reference`` attachment): it stays in SharePoint/OneDrive.
+
+    ``url`` is the file's place there (Teams' ``contentUrl``, spaces and other characters a URL may not hold
+    percent-encoded), not a download link: bot/teams/graph.py asks Microsoft Graph for the file behind it.
+    ``item_id`` is stable per file, so dropping it again updates what was indexed: the id Teams gives the
+    attachment, or 32 hex digits of the URL's SHA-256 when it gives none.
+    """
+
+    name: str
+    url: str
+    item_id: str
+    file_type: str  # the file name's extension, lower case ("docx", "mp4"), "" if none
+
+
+@dataclass(frozen=True, slots=True)
 class InlineImage:
     """An image pasted into a message: its bytes are at ``url``, which needs the bot's token to read."""
 
@@ -106,6 +123,7 @@ class Message:
     mentions: tuple[Person, ...]  # other people the message mentions (aad_object_id None)
     reply_to_id: str | None
     files: tuple[FileAttachment, ...]
+    shared_files: tuple[SharedFile, ...]
     images: tuple[InlineImage, ...]
     refused: tuple[RefusedAttachment, ...]
     timestamp: datetime | None  # UTC, naive, as IMP stores times

@@ -14,10 +14,12 @@ What Teams delivers (Bot Framework, "Send and receive files using the Bot Framew
 - an image pasted into a message: an ``image/*`` attachment whose ``contentUrl`` is on the Bot Connector
   (``https://smba.trafficmanager.net/<region>/v3/attachments/<id>/views/original``), which answers only to
   the bot's bearer token.
-Files posted in channels and group chats do NOT arrive this way: Teams keeps them in the team's SharePoint
-site or the sender's OneDrive and the activity carries only a ``text/html`` attachment linking to them;
-their bytes come from Microsoft Graph. A Graph driveItem's ``@microsoft.graph.downloadUrl`` is a
-pre-authenticated SharePoint link of the same kind, so ``TeamsFile.shared_link`` wraps it for ``fetch``.
+Files posted in channels and group chats do NOT arrive this way: Teams keeps them in the channel's
+SharePoint site or the sender's OneDrive and the activity carries only a ``reference`` attachment to their
+place there; bot/teams/graph.py asks Microsoft Graph for the file behind it (and bot/teams/file_places.py
+checks that it is kept where that conversation's files are). A Graph driveItem's
+``@microsoft.graph.downloadUrl`` is a pre-authenticated SharePoint link of the same kind, so
+``TeamsFile.shared_link`` wraps it for ``fetch``.
 
 Safety, since every URL arrives in a request: https only (plain http only to a loopback host the
 allow-list names, for tests); a download link's host must match ``file_hosts`` (default ``.sharepoint.com``,

@@ -2,8 +2,13 @@
 updated in place, post what came of it (what was indexed, or the minutes as an Adaptive Card).
 
 A task remembers where to post (``data["where"]``: service URL, conversation, thread) and, for a file,
-its short-lived download link (``data["download_url"]``). Teams throttles with 429 (and 412); the
-connector already waits those out a few times, and a task still throttled stays open for the next round.
+its short-lived download link (``data["download_url"]``, a file sent in a 1:1 chat) or its place in
+SharePoint/OneDrive (``data["shared_url"]``, a file posted in a channel or group chat), which Microsoft
+Graph turns into a fresh download link right before the download (bot/teams/graph.py), with where Teams
+keeps that conversation's files (``data["place"]``): a file kept anywhere else is refused before any byte
+is downloaded (bot/teams/file_places.py). Teams throttles
+with 429 (and 412); the connector already waits those out a few times, and a task still throttled stays
+open for the next round.
 """
 
 from __future__ import annotations
@@ -25,7 +30,11 @@ from bot.chat.tasks import (
 )
 from bot.teams.cards import minutes_card, neutral, progress_card
 from bot.teams.connector import ConnectorClient, ConnectorError
-from bot.teams.files import FileGone, TeamsFile, TeamsFiles
+from bot.teams.events import SharedFile
+from bot.teams.file_links import human
+from bot.teams.file_places import PLACE, FilePlaces
+from bot.teams.files import FileGone, FileTooLarge, TeamsFile, TeamsFiles
+from bot.teams.graph import GraphFiles, GraphUnavailable
 from bot.teams.outbox import Where, card_activity, post, say, text_activity
 from core.formats.locations import clock
 from core.models import DocumentRecord, Job
@@ -58,26 +67,48 @@ def platform_reason(e: Exception) -> str | None:
 class TeamsTaskHost:
     platform = PLATFORM
 
-    def __init__(self, connector: ConnectorClient, files: TeamsFiles, state: ChatState):
+    def __init__(self, connector: ConnectorClient, files: TeamsFiles, state: ChatState,
+                 graph: GraphFiles | None = None):
         self._connector = connector
         self._files = files
+        self._graph = graph
+        self._places = FilePlaces(graph) if graph is not None else None  # kept: it caches drive ids
         self._state = state
         self._cards: dict[str, dict] = {}
 
     def fetch(self, task: ChatTask, folder: Path) -> Path:
-        url = task.data.get("download_url")
+        name = task.file_name or task.file_id or "file"
+        if task.data.get("shared_url") and task.file_id:
+            url = self._resolve(task, name)
+        else:
+            url = task.data.get("download_url")
         if not url or not task.file_id:
             raise FileGone("the file's download link is no longer known; share it again")
-        try:
-            staged = self._files.fetch(TeamsFile.shared_link(url, task.file_name or task.file_id, task.file_id))
+        try:  # the task's file id, never Graph's item id: the document's source must stay what it was
+            staged = self._files.fetch(TeamsFile.shared_link(url, name, task.file_id))
         finally:  # the link is a credential: kept no longer than needed
-            self._state.update_task(task.task_id, data={k: v for k, v in task.data.items() if k != "download_url"})
+            if "download_url" in task.data:
+                self._state.update_task(task.task_id,
+                                        data={k: v for k, v in task.data.items() if k != "download_url"})
         try:
             target = folder / staged.name
             shutil.move(staged.path, target)
             return target
         finally:
             staged.discard()
+
+    def _resolve(self, task: ChatTask, name: str) -> str:
+        """A fresh download link for a file shared in a channel or group chat, from Microsoft Graph."""
+        if self._graph is None or self._places is None:
+            raise GraphUnavailable("files shared in channels and group chats need Microsoft Graph, which is not "
+                                   "configured for this Teams bot")
+        found = self._graph.resolve(SharedFile(name, task.data["shared_url"], task.file_id or "", ""))
+        # the app may read every file of the tenant: only one kept where this conversation keeps its files is read
+        self._places.check(found, task.data.get(PLACE), name)
+        if found.size is not None and found.size > self._files.max_bytes:
+            raise FileTooLarge(f"{name} is {human(found.size)}, more than the {human(self._files.max_bytes)} "
+                               "IMP accepts")
+        return found.download_url
 
     def progress_text(self, task: ChatTask, job: Job) -> str:
         card = progress_card(verb_of(task), task.file_name or "the file", job.stage, job.done, job.total)

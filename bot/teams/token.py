@@ -1,9 +1,10 @@
-"""The bot's own access token for the Bot Connector (client-credentials grant), cached and refreshed.
+"""The bot's own access tokens (client-credentials grant), cached and refreshed: one provider per scope.
 
-Used by the Teams adapter's outbound side: ``bot.teams.connector.ConnectorClient`` puts this token on
-every reply, progress update and members lookup it sends to Teams. The app id and client secret come
-from ``Settings.teams`` (read in app.py); ``token_url`` is ``IMP_TEAMS__TOKEN_URL`` so the flow runs
-against a local fake offline.
+Used by the Teams adapter's outbound side: ``bot.teams.connector.ConnectorClient`` puts the Bot Connector
+token (the default scope) on every reply, progress update and members lookup it sends to Teams, and
+bot/teams/graph.py a Microsoft Graph token (scope ``https://graph.microsoft.com/.default``, a second
+provider) on its file lookups. The app id and client secret come from ``Settings.teams`` (read in
+app.py); ``token_url`` is ``IMP_TEAMS__TOKEN_URL`` so the flow runs against a local fake offline.
 
 Why a small httpx client and not microsoft-agents-authentication-msal (MSAL): MSAL does not take a
 token URL. It takes an *authority* and discovers the token endpoint from it (instance discovery
@@ -13,12 +14,13 @@ Microsoft's discovery endpoint on an air-gapped site. It also pulls in hosting-c
 OpenTelemetry for one form POST. The grant itself is one documented request
 (https://learn.microsoft.com/azure/bot-service/rest-api/bot-framework-rest-connector-authentication):
 POST form ``grant_type=client_credentials, client_id, client_secret,
-scope=https://api.botframework.com/.default`` answered with ``{access_token, expires_in, token_type}``.
+scope=https://api.botframework.com/.default`` (or Graph's scope) answered with ``{access_token,
+expires_in, token_type}``.
 
 The token is cached until ``refresh_margin_s`` before it expires; one thread fetches at a time while
-the others wait for its result. After the connector answers 401, ``invalidate(token)`` drops that token
-(only if it is still the current one, so a burst of 401s causes one refresh). Neither the secret nor
-a token is ever logged or put in an exception message; responses are read up to a bounded size.
+the others wait for its result. After the service it is for answers 401, ``invalidate(token)`` drops
+that token (only if it is still the current one, so a burst of 401s causes one refresh). Neither the
+secret nor a token is ever logged or put in an exception message; responses are read up to a bounded size.
 """
 
 from __future__ import annotations
@@ -89,7 +91,8 @@ class _Cached:
 
 
 class BotTokenProvider:
-    """Hands out the bot's Bot Connector access token; thread-safe, fetches only when needed.
+    """Hands out the bot's access token for ``scope`` (the Bot Connector's by default); thread-safe, fetches
+    only when needed.
 
     ``clock`` is monotonic seconds (tests pass a clock they move); ``client`` lets the caller share an
     ``httpx.Client`` (it is not closed by ``close()`` then).
@@ -115,7 +118,7 @@ class BotTokenProvider:
         self.fetches = 0  # how many tokens were fetched (metrics, tests)
 
     def __repr__(self) -> str:  # never the secret
-        return f"BotTokenProvider(app_id={self._app_id!r}, token_url={self._url!r})"
+        return f"BotTokenProvider(app_id={self._app_id!r}, scope={self._scope!r}, token_url={self._url!r})"
 
     @property
     def token_url(self) -> str:
@@ -134,7 +137,7 @@ class BotTokenProvider:
             return self._cached.value
 
     def invalidate(self, token: str) -> None:
-        """Forget ``token`` after the connector refused it; a newer token already cached is kept."""
+        """Forget ``token`` after the service it is for refused it; a newer token already cached is kept."""
         with self._fetch_lock:
             if self._cached is not None and self._cached.value == token:
                 self._cached = None
@@ -162,8 +165,8 @@ class BotTokenProvider:
                 continue
             token = _parse(status, body, host, self._margin, started)
             self.fetches += 1
-            log.info("fetched the bot's Bot Connector token from %s (refresh in %.0f s)",
-                     host, token.refresh_at - started)
+            log.info("fetched the bot's %s token from %s (refresh in %.0f s)",
+                     _audience(self._scope), host, token.refresh_at - started)
             return token
         raise AssertionError("unreachable")  # the loop returns or raises
 
@@ -175,6 +178,16 @@ class BotTokenProvider:
                 if len(body) > _MAX_RESPONSE_BYTES:
                     raise TeamsTokenError(f"the token endpoint's answer is over {_MAX_RESPONSE_BYTES} bytes")
             return resp.status_code, bytes(body)
+
+
+def _audience(scope: str) -> str:
+    """The service a scope is for, in words for the log: the scope's host when it is no service IMP knows."""
+    host = urlsplit(scope).hostname or ""
+    if host == "api.botframework.com":
+        return "Bot Connector"
+    if host == "graph.microsoft.com":
+        return "Microsoft Graph"
+    return host or "access"
 
 
 def _parse(status: int, body: bytes, host: str, margin: float, started: float) -> _Cached:

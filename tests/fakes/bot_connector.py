@@ -1,7 +1,9 @@
 """A fake Bot Connector and a fake Microsoft identity token endpoint: real HTTP on 127.0.0.1.
 
 IMP's outbound Teams side (bot.teams.token, bot.teams.connector) talks to it as to Teams:
-``token_url`` answers the client-credentials grant with tokens this fake makes up, and
+``token_url`` answers the client-credentials grant with tokens this fake makes up (for the Bot
+Connector, or for Microsoft Graph when the grant asks ``GRAPH_SCOPE``: tests/fakes/graph.py takes
+those and only those), and
 ``service_url`` (with a path, as Teams' ``https://smba.trafficmanager.net/amer/`` has) serves
 the Bot Connector v3 calls: send, reply, update and delete activities, create a 1:1
 conversation, list members (whole, paged, one). Every connector call must carry a bearer token
@@ -29,6 +31,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from tests.fakes.net import FakeService, QuietHTTPServer
 
 SCOPE = "https://api.botframework.com/.default"
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 MAX_BODY = 28_000
 _PREFIX = "teams/"
 
@@ -65,7 +68,7 @@ class FakeBotConnector(FakeService):
         self.token_lifetime_s = token_lifetime_s
         self.calls: list[Call] = []
         self.issued: list[str] = []  # every token handed out, oldest first
-        self._valid: dict[str, float] = {}  # token -> monotonic expiry
+        self._valid: dict[str, tuple[float, str]] = {}  # token -> (monotonic expiry, the scope it is for)
         self._conversations: dict[str, dict[str, Any]] = {}
         self._pages: dict[str, tuple[str, int]] = {}  # continuation token -> (conversation, offset)
         self._faults: dict[str, deque[_Fault]] = {"token": deque(), "connector": deque()}
@@ -126,19 +129,20 @@ class FakeBotConnector(FakeService):
         with self._lock:
             return self._faults[target].popleft() if self._faults[target] else None
 
-    def issue_token(self) -> str:
+    def issue_token(self, scope: str = SCOPE) -> str:
         with self._lock:
             token = f"fake-bot-token-{len(self.issued) + 1}-{secrets.token_urlsafe(24)}"
             self.issued.append(token)
-            self._valid[token] = time.monotonic() + self.token_lifetime_s
+            self._valid[token] = (time.monotonic() + self.token_lifetime_s, scope)
             return token
 
-    def token_ok(self, authorization: str | None) -> bool:
+    def token_ok(self, authorization: str | None, scope: str = SCOPE) -> bool:
+        """Whether ``authorization`` carries a live token this fake issued for ``scope`` (its audience)."""
         if not authorization or not authorization.startswith("Bearer "):
             return False
         with self._lock:
-            expiry = self._valid.get(authorization[len("Bearer "):])
-            return expiry is not None and time.monotonic() < expiry
+            valid = self._valid.get(authorization[len("Bearer "):])
+            return valid is not None and time.monotonic() < valid[0] and valid[1] == scope
 
     def route(self, method: str, segments: list[str], body: Any, query: dict[str, str]) -> tuple[int, Any]:
         """The connector's answer to an authenticated call (segments after ``v3/conversations``)."""
@@ -290,7 +294,8 @@ class _Handler(BaseHTTPRequestHandler):
         fault = fake.take_fault("token")
         if fault is not None:
             self._answer(call, fault.status, {"error": "temporarily_unavailable"}, retry_after=fault.retry_after)
-        elif method != "POST" or form.get("grant_type") != "client_credentials" or form.get("scope") != SCOPE:
+        elif method != "POST" or form.get("grant_type") != "client_credentials" or \
+                form.get("scope") not in (SCOPE, GRAPH_SCOPE):
             self._answer(call, 400, {"error": "invalid_request", "error_description": "AADSTS900144: bad grant"})
         elif form.get("client_id") != fake.app_id or form.get("client_secret") != fake.app_secret:
             # A careless endpoint echoing what it got: IMP must not pass this on to its logs.
@@ -298,7 +303,8 @@ class _Handler(BaseHTTPRequestHandler):
                                      f"AADSTS7000215: Invalid client secret provided: {form.get('client_secret')}"})
         else:
             self._answer(call, 200, {"token_type": "Bearer", "expires_in": fake.token_lifetime_s,
-                                     "ext_expires_in": fake.token_lifetime_s, "access_token": fake.issue_token()})
+                                     "ext_expires_in": fake.token_lifetime_s,
+                                     "access_token": fake.issue_token(form["scope"])})
 
     def _answer(self, call: Call | None, status: int, body: Any, retry_after: str | None = None) -> None:
         if call is not None:

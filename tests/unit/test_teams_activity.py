@@ -24,6 +24,7 @@ import pytest
 from bot.teams import cards
 from bot.teams.activity import (
     HASHED_SCOPE_PREFIX,
+    MAX_SHARED_FILES,
     SHARE_ACTION,
     parse_activity,
     parse_command,
@@ -39,6 +40,7 @@ from bot.teams.events import (
     Message,
     MessageDeleted,
     Reaction,
+    SharedFile,
 )
 from bot.teams.fields import InvalidActivity
 from core.errors import InvalidRequest
@@ -216,6 +218,98 @@ def test_a_file_without_download_details_or_id_is_refused_not_guessed():
     activity = sample("personal_file.json")
     activity["attachments"][0]["content"]["uniqueId"] = "<script>"
     assert read(activity).refused[0].reason == "Teams gave no usable file id for it"
+
+
+SITE = "https://contoso.sharepoint.com/sites/Launch/Shared Documents/Planning"
+
+
+def posted(*attachments: dict[str, Any], name: str = "channel_mention.json") -> dict[str, Any]:
+    """A channel message (or another sample) carrying ``attachments`` after its HTML rendering."""
+    activity = sample(name)
+    activity["attachments"] = [*activity.get("attachments", []), *attachments]
+    return activity
+
+
+def reference(name: str | None = "design review.docx", *, url: object = ..., item_id: object = ...) -> dict:
+    """A file posted in a channel or group chat, as Teams refers to it."""
+    ref: dict[str, Any] = {"contentType": "reference",
+                           "contentUrl": f"{SITE}/{name or 'design review.docx'}" if url is ... else url}
+    if name is not None:
+        ref["name"] = name
+    if item_id is not ...:
+        ref["id"] = item_id
+    else:
+        ref["id"] = "{5E8A3C21-7B4D-4F1A-9C2E-0D6B8A4F3E19}"
+    return ref
+
+
+def test_a_file_posted_in_a_channel_is_a_shared_file_with_its_place_in_sharepoint():
+    message = read(posted(reference()))
+    assert message.files == () and message.refused == () and message.images == ()
+    assert message.shared_files == (SharedFile(
+        name="design review.docx", url=f"{SITE.replace(' ', '%20')}/design%20review.docx",
+        item_id="5E8A3C21-7B4D-4F1A-9C2E-0D6B8A4F3E19", file_type="docx"),)
+    assert message.mentioned  # the question still reads as before
+    group = read(posted(reference("notes.vtt"), name="group_chat_message.json"))
+    assert [(s.name, s.file_type) for s in group.shared_files] == [("notes.vtt", "vtt")]
+
+
+def test_a_shared_file_without_an_id_gets_a_stable_one_from_its_place():
+    first = read(posted(reference(item_id=None))).shared_files[0]
+    again = read(posted(reference(item_id=None))).shared_files[0]
+    other = read(posted(reference("budget.xlsx", item_id=None))).shared_files[0]
+    assert first.item_id == again.item_id and re.fullmatch(r"[0-9a-f]{32}", first.item_id)
+    assert other.item_id != first.item_id
+
+
+def test_a_shared_files_path_is_percent_encoded_letters_and_spaces_alike():
+    (shared,) = read(posted(reference("Präsentation Q3.pptx"))).shared_files
+    assert shared.url.isascii() and " " not in shared.url
+    assert shared.url.endswith("/Pr%C3%A4sentation%20Q3.pptx") and shared.name == "Präsentation Q3.pptx"
+    (named,) = read(posted(reference(None, url=f"{SITE}/Roadmap 2025.pdf"))).shared_files
+    assert (named.name, named.file_type) == ("Roadmap 2025.pdf", "pdf")  # no name given: the path's last part
+
+
+@pytest.mark.parametrize("url", [
+    None, 42, "", "http://contoso.sharepoint.com/x.docx", "https://user:secret@contoso.sharepoint.com/x.docx",
+    "javascript:alert(1)", "file:///etc/passwd", "https:///nohost", "https://host/x\u0000", "https://host/\u202ex",
+    "//host/x", "https://" + "a" * 5000,
+])
+def test_a_shared_file_whose_place_is_no_https_link_is_refused_with_a_reason(url):
+    message = read(posted(reference("plan.docx", url=url)))
+    assert message.shared_files == ()
+    assert [r.name for r in message.refused] == ["plan.docx"]
+    assert "https" in message.refused[0].reason
+
+
+@pytest.mark.parametrize("item_id", ["<script>", "a/b", 42, ["x"], "x" * 200])
+def test_a_shared_file_with_a_malformed_id_is_refused_not_guessed(item_id):
+    message = read(posted(reference(item_id=item_id)))
+    assert message.shared_files == ()
+    assert message.refused[0].reason == "Teams gave no usable file id for it"
+
+
+def test_plain_http_places_only_to_a_loopback_host_when_the_caller_allows_it():
+    activity = posted(reference("plan.docx", url="http://127.0.0.1:8123/sites/Launch/plan.docx"))
+    assert read(activity).shared_files == ()
+    assert read(activity, loopback_http=True).shared_files[0].url == "http://127.0.0.1:8123/sites/Launch/plan.docx"
+
+
+def test_shared_files_are_bounded_and_each_is_taken_once():
+    many = [reference(f"file{i}.md", item_id=f"id-{i}") for i in range(MAX_SHARED_FILES + 3)]
+    message = read(posted(*many, reference("file0.md", item_id="id-0")))
+    assert len(message.shared_files) == MAX_SHARED_FILES
+    assert [r.name for r in message.refused] == [f"file{i}.md" for i in range(MAX_SHARED_FILES, MAX_SHARED_FILES + 3)]
+    assert all(str(MAX_SHARED_FILES) in r.reason for r in message.refused)
+
+
+def test_a_reference_to_a_file_the_message_carries_for_download_is_not_taken_twice():
+    activity = sample("personal_file.json")
+    download = activity["attachments"][0]
+    activity["attachments"].append({"contentType": "reference", "contentUrl": download["contentUrl"],
+                                    "name": download["name"], "id": "1150D938-8870-4044-9F2C-5BBDEBA70C9D"})
+    message = read(activity)
+    assert len(message.files) == 1 and message.shared_files == () and message.refused == ()
 
 
 # ----- reactions -----------------------------------------------------------------------------
@@ -535,6 +629,20 @@ def test_any_mutation_of_any_sample_reads_as_an_event_or_is_refused_never_crashe
             if where.kind != "channel" or where.channel_id:
                 key = scope_of(where)
                 assert key is None or re.match(SCOPE_PATTERN, key)
+
+
+def test_any_mutation_of_a_shared_file_reads_as_a_shared_file_or_a_refusal_never_crashes():
+    rng = random.Random(16)
+    for _ in range(500):
+        activity = posted(reference())
+        activity["attachments"][-1] = _mutations(activity["attachments"][-1], rng)
+        try:
+            message = read(activity)
+        except InvalidActivity:
+            continue
+        for shared in message.shared_files:
+            assert shared.url.startswith("https://") and shared.url.isascii() and " " not in shared.url
+            assert re.fullmatch(r"[A-Za-z0-9._-]{1,128}", shared.item_id) and shared.name
 
 
 # ----- scopes --------------------------------------------------------------------------------

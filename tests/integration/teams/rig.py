@@ -2,7 +2,8 @@
 
 The fake Bot Framework identity (tests/fakes/bot_identity.py) publishes signing keys made in the test; the
 fake Bot Connector and token endpoint (tests/fakes/bot_connector.py) take IMP's replies, cards and member
-lookups; the fake SharePoint (tests/fakes/sharepoint.py) serves dropped files. Activities reach IMP's
+lookups; the fake SharePoint (tests/fakes/sharepoint.py) serves dropped files, and the fake Microsoft Graph
+(tests/fakes/graph.py) finds the files posted in channels and group chats there. Activities reach IMP's
 FastAPI app at POST /api/messages with a real RS256 token, as Bot Framework sends them.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +22,14 @@ from bot.teams.bot import TeamsBot
 from core.engine import Engine
 from tests.fakes.bot_connector import FakeBotConnector
 from tests.fakes.bot_identity import FakeBotIdentity
+from tests.fakes.graph import FakeGraph
 from tests.fakes.sharepoint import FakeFileHost
 
 APP_ID = "9c2a3b4d-1e5f-4a6b-8c7d-0e1f2a3b4c5d"
 TENANT = "5b1f3c0e-2d4a-4e6b-9f8c-1a2b3c4d5e6f"
 SECRET = "imp-client-secret-value"
 TEAM = "19:Xq2bR7tN8vL1kP0sJ3mW5yZ6aC4dE9fG@thread.tacv2"  # the team (its General channel's id)
+TEAM_GROUP = "3f6e2a1b-9c8d-4e7f-a0b1-c2d3e4f5a6b7"  # the team's Microsoft 365 group (its files' drive in Graph)
 PLANNING = "19:4a1b2c3d5e6f40718293a4b5c6d7e8f9@thread.tacv2"  # a standard channel of the team
 PRIVATE = "19:7e8f9a0b1c2d43e5f6a7b8c9d0e1f2a3@thread.tacv2"  # a private channel: Megan only
 MEGAN = "29:1GcS4EJYs0dZ5nWq2u7y3kLmN8pQrT6vX9zA1bC2dE3fG4hJ5kL6mN7pQ8rS9tU0vW1xY2zA3bC4dE5fG6hJ7k"
@@ -35,9 +39,14 @@ PEOPLE = {MEGAN: ("Megan Bowen", "user"), ADELE: ("Adele Vance", "user"), GUEST:
 _ids = itertools.count(1712345678901)
 
 
+def aad(user: str) -> str:
+    """The person's Entra object id, as Teams gives it beside their Teams id."""
+    return f"aad-{user[-8:]}"
+
+
 def member(user: str) -> dict[str, Any]:
     name, role = PEOPLE[user]
-    return {"id": user, "name": name, "aadObjectId": f"aad-{user[-8:]}", "userRole": role, "tenantId": TENANT}
+    return {"id": user, "name": name, "aadObjectId": aad(user), "userRole": role, "tenantId": TENANT}
 
 
 def personal(user: str) -> str:
@@ -52,6 +61,7 @@ class TeamsRig:
     identity: FakeBotIdentity
     connector: FakeBotConnector
     files: FakeFileHost
+    graph: FakeGraph | None = None
     sent: list[dict] = field(default_factory=list)
 
     # -- what Teams sends -------------------------------------------------------------------
@@ -78,7 +88,7 @@ class TeamsRig:
             return ({"conversationType": "groupChat", "isGroup": True, "tenantId": TENANT, "id": channel},
                     {"tenant": {"id": TENANT}})
         data = {"teamsChannelId": channel, "teamsTeamId": TEAM, "channel": {"id": channel},
-                "team": {"id": TEAM, "name": "Launch"}, "tenant": {"id": TENANT}}
+                "team": {"id": TEAM, "name": "Launch", "aadGroupId": TEAM_GROUP}, "tenant": {"id": TENANT}}
         if channel_type:
             data["channel"]["type"] = channel_type
         return ({"conversationType": "channel", "isGroup": True, "tenantId": TENANT, "id": channel}, data)
@@ -97,7 +107,7 @@ class TeamsRig:
             conversation = dict(conversation, id=f"{channel};messageid={activity_id}")
         return {"type": "message", "id": activity_id, "timestamp": "2026-12-02T10:14:38.901Z",
                 "serviceUrl": self.connector.service_url, "channelId": "msteams",
-                "from": {"id": user, "name": PEOPLE[user][0], "aadObjectId": f"aad-{user[-8:]}"},
+                "from": {"id": user, "name": PEOPLE[user][0], "aadObjectId": aad(user)},
                 "conversation": conversation, "recipient": {"id": f"28:{APP_ID}", "name": "IMP"},
                 "channelData": data, "textFormat": "plain", "text": text, "entities": entities,
                 "attachments": attachments or []}
@@ -107,6 +117,16 @@ class TeamsRig:
         unique = url.split("UniqueId=")[1].split("&")[0].replace("%7B", "").replace("%7D", "").replace("-", "")
         return {"contentType": "application/vnd.microsoft.teams.file.download.info", "name": name,
                 "content": {"downloadUrl": url, "uniqueId": unique[:32], "fileType": file_type}}
+
+    def shared(self, name: str, content: bytes, *, folder: str = "Planning", site: str = "sites/Launch",
+               drive: str | None = None, **sharepoint: Any) -> dict[str, Any]:
+        """A file posted in a channel or group chat, as Teams refers to it (a ``reference`` attachment to its
+        place in SharePoint, by default in the team's site and on its drive; the path holds spaces as Teams
+        writes it), known to the fake Graph. ``drive``: the drive that holds it (another team's, a OneDrive)."""
+        assert self.graph is not None, "this rig has no fake Graph"
+        url = f"https://contoso.sharepoint.com/{site}/Shared Documents/{folder}/{name}"
+        self.graph.add_file(url, name, content, drive_id=drive, **sharepoint)
+        return {"contentType": "reference", "contentUrl": url, "name": name, "id": str(uuid.uuid4()).upper()}
 
     def reaction(self, message_id: str, reaction: str, *, added: bool = True, user: str = MEGAN,
                  kind: str = "channel", channel: str | None = PLANNING) -> dict[str, Any]:

@@ -194,3 +194,37 @@ def test_sharing_an_answer_posts_it_only_where_everyone_may_see_its_sources(team
     press(hotel.answer_id)
     shared = teams.wait_messages(PLANNING, where=lambda a: "handbook.md" in shown(a))[0]
     assert _answer_of(teams, PLANNING, shared).answer_id == hotel.answer_id
+
+
+def test_deleting_the_message_that_carried_a_file_takes_the_file_out_of_that_conversation(teams):
+    attachment = teams.file("handbook.md", (SAMPLES / "handbook.md").read_bytes(), "md")
+    drop = teams.message("", kind="personal", channel=None, user=MEGAN, mention=False, attachments=[attachment])
+    teams.post(drop)
+    teams.wait_messages(personal(MEGAN), where=lambda a: "Indexed handbook.md" in shown(a), timeout=120)
+    assert len(teams.engine.documents_from("teams:")) == 1
+    conversation, data = teams.conversation("personal", None, MEGAN)
+    deleted = {"type": "messageDelete", "id": drop["id"], "serviceUrl": teams.connector.service_url,
+               "channelId": "msteams", "from": {"id": MEGAN, "name": "Megan Bowen"}, "conversation": conversation,
+               "recipient": {"id": f"28:{APP_ID}", "name": "IMP"}, "channelData": data}
+    assert teams.post(deleted) == 200
+    _wait(lambda: teams.engine.documents_from("teams:") == [], what="the document to leave the index")
+
+
+def test_a_task_left_open_by_a_previous_run_is_finished_after_a_restart(engine, settings, teams_fakes):
+    from bot.chat.state import ChatState
+    from tests.integration.teams.conftest import make_teams_rig
+    from tests.integration.teams.rig import PLANNING as CHANNEL
+
+    doc = engine.ingest_upload("design-review.vtt", (SAMPLES / "design-review.vtt").open("rb"), scope=CHANNEL).doc_id
+    connector = teams_fakes[1]
+    where = {"service_url": connector.service_url, "conversation": CHANNEL, "reply_to": None}
+    state = ChatState(engine.database)  # what the stopped service had stored: a minutes job under way
+    task = state.add_task("minutes", CHANNEL, MEGAN, file_id="design-review", file_name="design-review.vtt",
+                          data={"where": where, "doc_id": doc}, platform="teams")
+    job = engine.submit_minutes(doc_id=doc, scope=CHANNEL)
+    state.update_task(task.task_id, state="submitted", job_id=job.job_id)
+    rig, http = make_teams_rig(engine, settings, teams_fakes)
+    with http:  # the new service starts its worker, which picks the task up
+        minutes = rig.wait_messages(CHANNEL, where=lambda a: "Minutes:" in shown(a), timeout=180)[0]
+        assert "design-review.vtt" in shown(minutes)
+        _wait(lambda: rig.bot.state.task(task.task_id).state == "done", what="the task to close")

@@ -17,6 +17,7 @@ from pathlib import Path
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.chat.owners import match_owners, owner_names
 from bot.chat.state import ChatState, ChatTask
 from bot.chat.tasks import INGEST, DeletedMeanwhile, Failed, Indexed, MinutesReady, Outcome, Unchanged
 from bot.slack.blocks import escape, indexed_text, minutes_blocks, minutes_text, progress_text, unmarked
@@ -118,10 +119,10 @@ class SlackTaskHost:
 
     def _owners(self, channel: str, minutes: Minutes) -> dict[str, str]:
         """Action-item owners whose name matches exactly one channel member, mapped to that member."""
-        names = {a.owner for a in minutes.action_items if a.owner}
+        names = owner_names(minutes)
         if not names:
             return {}
-        people: dict[str, set[str]] = {}
+        members: list[tuple[str, list[str]]] = []
         try:
             for user_id in self._scopes.members_of(channel, limit=500):
                 user = self._client.users_info(user=user_id)["user"]
@@ -129,14 +130,7 @@ class SlackTaskHost:
                     continue
                 profile = user.get("profile") or {}
                 full = profile.get("real_name") or user.get("real_name") or ""
-                keys = {full, profile.get("display_name") or "", user.get("name") or "", full.split(" ")[0]}
-                for key in filter(None, keys):
-                    people.setdefault(key.casefold(), set()).add(user_id)
+                members.append((user_id, [full, profile.get("display_name") or "", user.get("name") or ""]))
         except SlackApiError as e:
             log.warning("could not read the members of %s to name owners: %s", channel, e.response.get("error"))
-        found = {}
-        for name in names:
-            ids = people.get(name.casefold(), set())
-            if len(ids) == 1:
-                found[name] = next(iter(ids))
-        return found
+        return match_owners(names, members)

@@ -14,10 +14,12 @@ open for the next round.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
 from bot.chat.replies import reason
+from bot.chat.owners import match_owners, owner_names
 from bot.chat.state import ChatState, ChatTask
 from bot.chat.tasks import (
     INGEST,
@@ -28,7 +30,7 @@ from bot.chat.tasks import (
     Outcome,
     Unchanged,
 )
-from bot.teams.cards import minutes_card, neutral, progress_card
+from bot.teams.cards import Mention, minutes_card, neutral, progress_card
 from bot.teams.connector import ConnectorClient, ConnectorError
 from bot.teams.events import SharedFile
 from bot.teams.file_links import human
@@ -37,7 +39,9 @@ from bot.teams.files import FileGone, FileTooLarge, TeamsFile, TeamsFiles
 from bot.teams.graph import GraphFiles, GraphUnavailable
 from bot.teams.outbox import Where, card_activity, post, say, text_activity
 from core.formats.locations import clock
-from core.models import DocumentRecord, Job
+from core.models import DocumentRecord, Job, Minutes
+
+log = logging.getLogger(__name__)
 
 PLATFORM = "teams"
 
@@ -128,7 +132,8 @@ class TeamsTaskHost:
         where = Where.from_data(task.data["where"])
         name = task.file_name or ("the recording" if task.kind != INGEST else "the file")
         if isinstance(outcome, MinutesReady):
-            card = minutes_card(outcome.minutes, source=name)
+            card = minutes_card(outcome.minutes, source=name, owners=self._owners(where, outcome.minutes),
+                                requested_by=self._requester(where, task))
             activity = card_activity(card, f"Minutes of {name}")
             if task.status:
                 self._connector.update(where.service_url, where.conversation_id, task.status, activity)
@@ -151,6 +156,27 @@ class TeamsTaskHost:
                                    text_activity(neutral(text)))
         else:
             say(self._connector, where, text)
+
+    def _members(self, where: Where) -> list[Mention]:
+        try:
+            return [Mention(m.id, m.name or "") for m in self._connector.members(where.service_url,
+                                                                                 where.conversation_id) if m.id]
+        except ConnectorError as e:
+            log.warning("could not list the members of a Teams conversation to name owners: %s", e.detail)
+            return []
+
+    def _owners(self, where: Where, minutes: Minutes) -> dict[str, Mention]:
+        """Action-item owners whose name matches exactly one member of the conversation, as mentions."""
+        names = owner_names(minutes)
+        if not names:
+            return {}
+        members = {m.id: m for m in self._members(where) if m.name}
+        found = match_owners(names, [(m.id, [m.name]) for m in members.values()])
+        return {name: members[member_id] for name, member_id in found.items()}
+
+    def _requester(self, where: Where, task: ChatTask) -> Mention | None:
+        asked_by = task.data.get("requested_by")
+        return next((m for m in self._members(where) if m.id == asked_by and m.name), None) if asked_by else None
 
     def throttled(self, e: Exception) -> bool:
         return isinstance(e, ConnectorError) and e.status in (429, 412)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.teams.rig import (
-    ADELE, APP_ID, GUEST, MEGAN, PLANNING, PRIVATE, TeamsRig, personal, shown,
+    ADELE, APP_ID, GUEST, MEGAN, PLANNING, PRIVATE, TENANT, TeamsRig, member, personal, shown,
 )
 
 SAMPLES = Path(__file__).resolve().parents[3] / "samples"
@@ -145,6 +145,9 @@ def test_a_file_dropped_in_a_one_to_one_chat_is_indexed_there_with_progress_and_
 
 
 def test_the_minutes_command_posts_minutes_of_the_latest_recording_in_the_channel(teams):
+    """With the owner named in the transcript (Priya) a member of the channel, her action item mentions her."""
+    priya = {"id": "29:1PriyaNatarajan", "name": "Priya Natarajan", "userRole": "user", "tenantId": TENANT}
+    teams.connector.add_conversation(PLANNING, [member(MEGAN), member(ADELE), priya])
     transcript = teams.file("design-review.vtt", (SAMPLES / "design-review.vtt").read_bytes(), "vtt")
     teams.post(teams.message("", attachments=[transcript], mention=False))
     teams.wait_messages(PLANNING, where=lambda a: "Indexed design-review.vtt" in shown(a), timeout=120)
@@ -152,6 +155,10 @@ def test_the_minutes_command_posts_minutes_of_the_latest_recording_in_the_channe
     minutes = teams.wait_messages(PLANNING, where=lambda a: "Minutes:" in shown(a) and "Action items" in shown(a),
                                   timeout=180)[0]
     assert minutes.get("edited") is True and "design-review.vtt" in shown(minutes)
+    card = minutes["attachments"][0]["content"]
+    mentioned = {e["mentioned"]["id"]: e["text"] for e in card["msteams"].get("entities", [])}
+    assert mentioned.get(priya["id"]) == "<at>Priya Natarajan</at>" and mentioned.get(MEGAN)  # owner, requester
+    assert "<at>Priya Natarajan</at>: Send the thermal test report" in shown(minutes)
 
 
 def test_minutes_with_no_recording_say_how_to_ask(teams):

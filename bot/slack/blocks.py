@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from core.formats.citations import snippet
+from core.formats.documents import extent
 from core.formats.minutes import where
 from core.formats.locations import clock, locator
 from core.models import Answer, DocumentRecord, Evidence, Minutes
@@ -175,13 +176,7 @@ def minutes_text(minutes: Minutes, source: str) -> str:
 
 def indexed_text(record: DocumentRecord, name: str) -> str:
     """What was indexed, as a person would say it: pages or duration, and passages."""
-    parts = []
-    if record.duration:
-        parts.append(f"{clock(record.duration)} of {'video' if record.kind == 'video' else 'audio'}")
-    elif record.pages:
-        parts.append(f"{record.pages} page{'s' if record.pages != 1 else ''}")
-    parts.append(f"{record.chunks} passage{'s' if record.chunks != 1 else ''}")
-    return (f":white_check_mark: Indexed *{escape(name)}* ({', '.join(parts)}). "
+    return (f":white_check_mark: Indexed *{escape(name)}* ({extent(record)}). "
             "Members of this channel can now ask me about it.")
 
 

@@ -142,7 +142,7 @@ def _segment(value: str, what: str) -> str:
     return quote(value, safe="")
 
 
-def _retry_after(value: str | None) -> float | None:
+def retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or an HTTP date); None if absent or unreadable."""
     if not value:
         return None
@@ -151,9 +151,10 @@ def _retry_after(value: str | None) -> float | None:
     except ValueError:
         pass
     try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        moment = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    return max(0.0, moment.timestamp() - time.time()) if moment.tzinfo else None
 
 
 def _error_code(body: bytes) -> str:
@@ -329,7 +330,7 @@ class ConnectorClient:
             self._tokens.invalidate(token)
             status, headers, body = self._exchange(method, url, content, params, self._tokens.token())
         if status == 429 or status == 412 or status >= 500:
-            raise _Transient(f"HTTP {status}", status, _retry_after(headers.get("retry-after")))
+            raise _Transient(f"HTTP {status}", status, retry_after(headers.get("retry-after")))
         if status >= 300:
             code = _error_code(body)
             raise ConnectorRejected(f"the Bot Connector refused {method} with HTTP {status}"

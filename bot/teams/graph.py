@@ -37,11 +37,10 @@ import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from bot.teams.connector import TokenSource
+from bot.teams.connector import TokenSource, retry_after
 from bot.teams.events import SharedFile
 from bot.teams.file_links import (
     FileDownloadFailed,
@@ -219,7 +218,7 @@ class GraphFiles:
         answer = open_get(link, token, name, tls=self._tls, connect_s=self._connect, read_s=self._read)
         try:
             if answer.status != 200:
-                return answer.status, None, _retry_after(answer.header("retry-after"))
+                return answer.status, None, retry_after(answer.header("retry-after"))
             body = bytearray()
             while True:
                 left = deadline - time.monotonic()
@@ -293,18 +292,3 @@ def _drive_id(value: Any, whose: str) -> str:
 def _segment(value: str) -> str:
     """One path segment of a Graph URL: ids as Teams writes them hold ':' and '@', encoded as Graph takes them."""
     return quote(value, safe="")
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None if absent or unreadable."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - time.time()) if moment.tzinfo else None

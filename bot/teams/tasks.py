@@ -38,7 +38,7 @@ from bot.teams.file_places import PLACE, FilePlaces
 from bot.teams.files import FileGone, FileTooLarge, TeamsFile, TeamsFiles
 from bot.teams.graph import GraphFiles, GraphUnavailable
 from bot.teams.outbox import Where, card_activity, post, say, text_activity
-from core.formats.locations import clock
+from core.formats.documents import extent
 from core.models import DocumentRecord, Job, Minutes
 
 log = logging.getLogger(__name__)
@@ -51,13 +51,7 @@ def verb_of(task: ChatTask) -> str:
 
 
 def indexed_text(record: DocumentRecord, name: str) -> str:
-    parts = []
-    if record.duration:
-        parts.append(f"{clock(record.duration)} of {'video' if record.kind == 'video' else 'audio'}")
-    elif record.pages:
-        parts.append(f"{record.pages} page{'s' if record.pages != 1 else ''}")
-    parts.append(f"{record.chunks} passage{'s' if record.chunks != 1 else ''}")
-    return f"✅ Indexed {name} ({', '.join(parts)}). Members of this conversation can now ask me about it."
+    return f"✅ Indexed {name} ({extent(record)}). Members of this conversation can now ask me about it."
 
 
 def platform_reason(e: Exception) -> str | None:

@@ -166,3 +166,20 @@ class TeamsRig:
 def shown(activity: dict[str, Any]) -> str:
     """Everything a person reads in an activity: its text and its cards."""
     return (activity.get("text") or "") + "\n" + json.dumps(activity.get("attachments") or [], ensure_ascii=False)
+
+
+def wait_until(check, timeout: float = 120.0, what: str = "condition"):
+    """``check()``'s first truthy value, polled until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return value
+
+
+def answer_cards(rig: TeamsRig, conversation: str, count: int = 1, timeout: float = 120.0) -> list[dict]:
+    """IMP's answer cards in ``conversation`` (an answer, or its reason for not answering)."""
+    return rig.wait_messages(conversation, count, timeout,
+                             where=lambda a: "Sources" in shown(a) or "no answer" in shown(a).lower()
+                             or "React with" in shown(a))

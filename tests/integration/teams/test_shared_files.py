@@ -10,13 +10,13 @@ Megan is in the private channel. Each has a 1:1 chat with IMP.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from bot.chat.state import DONE, FAILED
 from tests.fakes.bot_connector import GRAPH_SCOPE
 from tests.integration.teams.rig import (
-    ADELE, GUEST, MEGAN, PLANNING, PRIVATE, TEAM_GROUP, TeamsRig, aad, member, personal, shown,
+    ADELE, GUEST, MEGAN, PLANNING, PRIVATE, TEAM_GROUP, TeamsRig, aad, answer_cards, member, personal, shown,
+    wait_until,
 )
 
 SAMPLES = Path(__file__).resolve().parents[3] / "samples"
@@ -27,18 +27,11 @@ CHAT = "19:b2c3d4e5f60718293a4b5c6d7e8f9a0b@thread.v2"  # a group chat of Megan,
 ELSEWHERE = "I index only files stored in this conversation's own files"
 
 
-def _wait(check, timeout: float = 120.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return value
+_wait = wait_until
 
 
 def _answer(rig: TeamsRig, conversation: str) -> dict:
-    return rig.wait_messages(conversation, timeout=120, where=lambda a: "Sources" in shown(a)
-                             or "no answer" in shown(a).lower() or "React with" in shown(a))[0]
+    return answer_cards(rig, conversation)[0]
 
 
 def _post_file(rig: TeamsRig, attachment: dict, channel: str = PLANNING, **kwargs) -> None:

@@ -14,18 +14,15 @@ from pathlib import Path
 import pytest
 
 from tests.integration.teams.rig import (
-    ADELE, APP_ID, GUEST, MEGAN, PLANNING, PRIVATE, TENANT, TeamsRig, member, personal, shown,
+    ADELE, APP_ID, GUEST, MEGAN, PLANNING, PRIVATE, TENANT, TeamsRig, answer_cards, member, personal, shown,
+    wait_until,
 )
 
 SAMPLES = Path(__file__).resolve().parents[3] / "samples"
 HOTEL = "how much is the hotel allowance in Europe?"
 
 
-def _answers(rig: TeamsRig, conversation: str, count: int = 1, timeout: float = 120.0) -> list[dict]:
-    """IMP's answer cards in ``conversation``."""
-    return rig.wait_messages(conversation, count, timeout,
-                             where=lambda a: "Sources" in shown(a) or "no answer" in shown(a).lower()
-                             or "React with" in shown(a))
+_answers = answer_cards
 
 
 def _answer_of(rig: TeamsRig, conversation: str, card: dict):
@@ -34,13 +31,7 @@ def _answer_of(rig: TeamsRig, conversation: str, card: dict):
     return rig.engine.answer(answer_id)
 
 
-def _wait(check, timeout: float = 120.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return value
+_wait = wait_until
 
 
 @pytest.fixture

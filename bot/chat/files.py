@@ -39,11 +39,13 @@ def is_recording_type(mime: str | None, extension: str | None) -> bool:
     return (mime or "").lower().startswith(("audio/", "video/")) or (extension or "").lower() in RECORDING_TYPES
 
 
-def forget_file(engine: Engine, platform: str, file_id: str, *, still_in: Collection[str] = ()) -> list[str]:
-    """Remove the documents made from a chat file, except in the conversations it is ``still_in``; their ids."""
+def forget_file(engine: Engine, platform: str, file_id: str, *, still_in: Collection[str] = (),
+                only_in: Collection[str] | None = None) -> list[str]:
+    """Remove the documents made from a chat file, except in the conversations it is ``still_in`` (and, with
+    ``only_in``, only in those conversations); their ids."""
     removed = []
     for doc in engine.documents_from(source_prefix(platform, file_id)):
-        if doc.scope in still_in:
+        if doc.scope in still_in or (only_in is not None and doc.scope not in only_in):
             continue
         engine.delete(doc.doc_id)
         removed.append(doc.doc_id)

@@ -16,44 +16,18 @@ the company-wide scopes for that question, never gain them.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.chat.recent import MISSING, Remembered
 from bot.chat.scopes import EXTERNAL, GUEST, MEMBER, UNKNOWN
 
 log = logging.getLogger(__name__)
 
-MISSING = object()
-
-
-class Remembered:
-    """What Slack said about a key, for ``ttl_s`` seconds; at most ``size`` keys (the oldest go first)."""
-
-    def __init__(self, ttl_s: float, size: int, clock: Callable[[], float]):
-        self._ttl = ttl_s
-        self._size = size
-        self._clock = clock
-        self._items: OrderedDict[str, tuple[float, Any]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> Any:
-        """The value kept for ``key``, or ``MISSING`` when none is, or it is older than the ttl."""
-        with self._lock:
-            hit = self._items.get(key)
-        return hit[1] if hit is not None and self._clock() - hit[0] < self._ttl else MISSING
-
-    def put(self, key: str, value: Any) -> None:
-        with self._lock:
-            self._items[key] = (self._clock(), value)
-            self._items.move_to_end(key)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
 
 
 class People:

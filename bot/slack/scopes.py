@@ -23,7 +23,8 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.chat.scopes import ScopePolicy
-from bot.slack.people import MISSING, People, Remembered
+from bot.chat.recent import MISSING, Remembered
+from bot.slack.people import People
 
 log = logging.getLogger(__name__)
 

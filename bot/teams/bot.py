@@ -23,6 +23,7 @@ once and does the work on its worker threads, as Bot Framework expects an answer
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.chat.feedback import react_to_answer
-from bot.chat.files import human_size, indexed_meeting, is_recording_type
+from bot.chat.files import forget_file, human_size, indexed_meeting, is_recording_type
 from bot.chat.questions import Asked, NotShareable, Said, answer_question, recall_answers, shareable, turns
 from bot.chat.recent import RecentEvents
 from bot.chat.scopes import ScopePolicy
@@ -41,7 +42,9 @@ from bot.teams.auth import BotFrameworkAuthenticator
 from bot.teams.cards import answer_card, progress_card
 from bot.teams.connector import ConnectorClient
 from bot.teams.directory import MemberLists, TeamsDirectory, members_conversation
-from bot.teams.events import CardAction, Conversation, Ignored, MembersChanged, Message, MessageDeleted, Reaction
+from bot.teams.events import (
+    CardAction, Conversation, FileAttachment, Ignored, MembersChanged, Message, MessageDeleted, Reaction, SharedFile,
+)
 from bot.teams.file_places import PLACE, place_of
 from bot.teams.files import TeamsFiles
 from bot.teams.graph import GraphFiles
@@ -122,16 +125,19 @@ class History:
     def __init__(self, threads: int = 5000):
         self._threads: OrderedDict[str, deque[Said]] = OrderedDict()
         self._max = threads
+        self._lock = threading.Lock()  # the worker threads answer questions side by side
 
     def said(self, key: str) -> list[Said]:
-        return list(self._threads.get(key, ()))
+        with self._lock:
+            return list(self._threads.get(key, ()))
 
     def add(self, key: str, *said: Said) -> None:
-        turns_ = self._threads.setdefault(key, deque(maxlen=HISTORY_TURNS))
-        turns_.extend(said)
-        self._threads.move_to_end(key)
-        while len(self._threads) > self._max:
-            self._threads.popitem(last=False)
+        with self._lock:
+            turns_ = self._threads.setdefault(key, deque(maxlen=HISTORY_TURNS))
+            turns_.extend(said)
+            self._threads.move_to_end(key)
+            while len(self._threads) > self._max:
+                self._threads.popitem(last=False)
 
 
 def _now() -> datetime:
@@ -271,38 +277,23 @@ class TeamsBot:
                               *[Said(message_id, "", mine=True) for message_id in replier.posted])
 
     def _drop_files(self, m: Message, where: Where) -> None:
-        scope = self.scope(m.conversation)
-        for f in m.files:
-            if f.size is not None and f.size > self.options.max_file_bytes:
-                say(self.connector, where, f"⚠️ I could not index {f.name}: it is {human_size(f.size)}, more than "
+        for f in (*m.files, *m.shared_files):
+            size = f.size if isinstance(f, FileAttachment) else None  # a shared file's: once Graph is asked
+            if size is not None and size > self.options.max_file_bytes:
+                say(self.connector, where, f"⚠️ I could not index {f.name}: it is {human_size(size)}, more than "
                                            f"the {human_size(self.options.max_file_bytes)} I accept")
                 continue
-            status = post(self.connector, where, card_activity(progress_card("Indexing", f.name, "queued", 0, None)))
-            self.state.add_task("ingest", scope, m.user.id, thread=m.activity_id, status=status,
-                                file_id=f.unique_id, file_name=f.name, platform=PLATFORM,
-                                data={"where": where.as_data(), "download_url": f.download_url,
-                                      "recording": _meeting(f.file_type)})
-        for s in m.shared_files:  # its download link comes from Microsoft Graph when the task runs (it is short-lived)
-            status = post(self.connector, where, card_activity(progress_card("Indexing", s.name, "queued", 0, None)))
-            self.state.add_task("ingest", scope, m.user.id, thread=m.activity_id, status=status,
-                                file_id=s.item_id, file_name=s.name, platform=PLATFORM,
-                                data={"where": where.as_data(), "shared_url": s.url,
-                                      PLACE: place_of(m.conversation, m.user), "recording": _meeting(s.file_type)})
-        self.followups.wake()
+            file_id, fetch = _fetch_of(m, f)
+            self._start("ingest", "Indexing", m, where, file_id, f.name, {**fetch, "recording": _meeting(f.file_type)})
 
     def _minutes(self, m: Message, where: Where) -> None:
         scope = self.scope(m.conversation)
-        data: dict[str, Any] = {"where": where.as_data(), "requested_by": m.user.id}
-        recordings = [f for f in m.files if _meeting(f.file_type)]
-        shared = [s for s in m.shared_files if _meeting(s.file_type)]
-        if recordings:
-            f = recordings[0]
-            file_id, name = f.unique_id, f.name
-            data["download_url"] = f.download_url
-        elif shared:
-            file_id, name = shared[0].item_id, shared[0].name
-            data["shared_url"] = shared[0].url
-            data[PLACE] = place_of(m.conversation, m.user)
+        data: dict[str, Any] = {"requested_by": m.user.id}
+        attached = next((f for f in (*m.files, *m.shared_files) if _meeting(f.file_type)), None)
+        if attached is not None:
+            file_id, fetch = _fetch_of(m, attached)
+            name = attached.name
+            data.update(fetch)
         else:
             found = next((t for t in self.state.recent_tasks(scope, "ingest")
                           if t.state == DONE and t.data.get("recording") and t.file_id), None)
@@ -312,10 +303,15 @@ class TeamsBot:
                 return
             file_id, name = found.file_id, found.file_name or "the recording"
             data["doc_id"] = doc_id
-        progress = progress_card("Writing minutes of", name, "queued", 0, None)
-        status = post(self.connector, where, card_activity(progress))
-        self.state.add_task("minutes", scope, m.user.id, thread=m.activity_id, status=status, file_id=file_id,
-                            file_name=name, data=data, platform=PLATFORM)
+        self._start("minutes", "Writing minutes of", m, where, file_id, name, data)
+
+    def _start(self, kind: str, verb: str, m: Message, where: Where, file_id: str, name: str,
+               data: dict[str, Any]) -> None:
+        """Show a progress card in the thread and store the task the follow-up worker carries out."""
+        status = post(self.connector, where, card_activity(progress_card(verb, name, "queued", 0, None)))
+        self.state.add_task(kind, self.scope(m.conversation), m.user.id, thread=m.activity_id, status=status,
+                            file_id=file_id, file_name=name, data={"where": where.as_data(), **data},
+                            platform=PLATFORM)
         self.followups.wake()
 
     # -- reactions, shares, membership ---------------------------------------------------------
@@ -350,7 +346,12 @@ class TeamsBot:
         scope = self.scope(event.conversation)
         for task in self.state.recent_tasks(scope, "ingest", limit=500):
             if task.thread == event.activity_id and task.file_id:
-                for doc in self.engine.documents_from(f"{PLATFORM}:{task.file_id}/"):
-                    if doc.scope == scope:
-                        self.engine.delete(doc.doc_id)
-                        log.info("a Teams message was deleted; removed document %s from %s", doc.doc_id, scope)
+                forget_file(self.engine, PLATFORM, task.file_id, only_in=[scope])
+
+
+def _fetch_of(m: Message, f: FileAttachment | SharedFile) -> tuple[str, dict[str, Any]]:
+    """A dropped file's id and how the worker fetches it: its own download link (a file sent to IMP), or its
+    place in SharePoint, resolved through Graph when the task runs (the link it gives is short-lived)."""
+    if isinstance(f, SharedFile):
+        return f.item_id, {"shared_url": f.url, PLACE: place_of(m.conversation, m.user)}
+    return f.unique_id, {"download_url": f.download_url}

@@ -16,11 +16,10 @@ from a team loses its content within that time.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
+from bot.chat.recent import MISSING, Remembered
 from bot.chat.scopes import EXTERNAL, GUEST, MEMBER, UNKNOWN
 from bot.chat.state import ChatState, Place
 from bot.teams.connector import ConnectorClient, ConnectorError
@@ -38,34 +37,24 @@ class MemberLists:
     def __init__(self, connector: ConnectorClient, *, ttl_s: float = 300.0, size: int = 5000,
                  clock: Callable[[], float] = time.monotonic):
         self._connector = connector
-        self._ttl = ttl_s
-        self._size = size
-        self._clock = clock
-        self._lists: OrderedDict[str, tuple[float, dict[str, dict]]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lists = Remembered(ttl_s, size, clock)
 
     def forget(self, conversation_id: str) -> None:
         """Someone joined or left: list that conversation's members anew on the next question."""
-        with self._lock:
-            self._lists.pop(conversation_id, None)
+        self._lists.forget(conversation_id)
 
     def of(self, service_url: str, conversation_id: str) -> dict[str, dict]:
         """Members by Teams id (``29:…``), each with ``role`` and ``tenant``; ConnectorError when it cannot say."""
-        with self._lock:
-            hit = self._lists.get(conversation_id)
-        if hit is not None and self._clock() - hit[0] < self._ttl:
-            return hit[1]
+        kept = self._lists.get(conversation_id)
+        if kept is not MISSING:
+            return kept
         members = {}
         for m in self._connector.members(service_url, conversation_id):
             if m.id:
                 extra = m.model_dump(by_alias=True, exclude_none=True)
                 members[m.id] = {"role": extra.get("userRole") or extra.get("user_role"),
                                  "tenant": extra.get("tenantId") or extra.get("tenant_id")}
-        with self._lock:
-            self._lists[conversation_id] = (self._clock(), members)
-            self._lists.move_to_end(conversation_id)
-            while len(self._lists) > self._size:
-                self._lists.popitem(last=False)
+        self._lists.put(conversation_id, members)
         return members
 
 

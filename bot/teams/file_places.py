@@ -21,11 +21,11 @@ say) is refused with a reason the user can act on. A drive's id never changes, s
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from bot.chat.recent import MISSING, Remembered
 from bot.teams.events import Conversation, Person
 from bot.teams.file_links import TeamsFileError
 from bot.teams.graph import DriveFile, GraphFiles
@@ -58,11 +58,7 @@ class FilePlaces:
     def __init__(self, graph: GraphFiles, *, ttl_s: float = 3600.0, max_entries: int = 4096,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._graph = graph
-        self._ttl = ttl_s
-        self._max = max(1, max_entries)
-        self._clock = clock
-        self._drives: dict[tuple[str, ...], tuple[str, float]] = {}
-        self._lock = threading.Lock()
+        self._drives = Remembered(ttl_s, max(1, max_entries), clock)
 
     def check(self, found: DriveFile, place: object, name: str) -> None:
         """Return when ``found`` is kept where ``place`` says; else FileElsewhere (or Graph's error) says why."""
@@ -80,23 +76,17 @@ class FilePlaces:
             if not isinstance(group, str) or not group or not isinstance(channel, str) or not channel:
                 raise FileElsewhere(f"{RULE}, and Teams did not tell me which team this channel belongs to, so I "
                                     f"cannot check {name}: upload it here instead")
-            return self._drive(("channel", group, channel), lambda: self._graph.channel_drive(group, channel, name))
+            return self._drive(f"channel/{group}/{channel}", lambda: self._graph.channel_drive(group, channel, name))
         user = place.get("user")
         if not isinstance(user, str) or not user:
             raise FileElsewhere(f"{RULE}, and Teams did not tell me who sent {name}, so I cannot check it: "
                                 "upload it here instead")
-        return self._drive(("user", user), lambda: self._graph.user_drive(user, name))
+        return self._drive(f"user/{user}", lambda: self._graph.user_drive(user, name))
 
-    def _drive(self, key: tuple[str, ...], look_up: Callable[[], str]) -> str:
-        now = self._clock()
-        with self._lock:
-            kept = self._drives.get(key)
-            if kept is not None and now < kept[1]:
-                return kept[0]
-        drive = look_up()  # outside the lock: a slow Graph must not hold up other conversations
-        with self._lock:
-            self._drives.pop(key, None)
-            self._drives[key] = (drive, self._clock() + self._ttl)
-            while len(self._drives) > self._max:  # oldest first: dicts keep insertion order
-                del self._drives[next(iter(self._drives))]
+    def _drive(self, key: str, look_up: Callable[[], str]) -> str:
+        kept = self._drives.get(key)
+        if kept is not MISSING:
+            return kept
+        drive = look_up()  # outside any lock: a slow Graph must not hold up other conversations
+        self._drives.put(key, drive)
         return drive

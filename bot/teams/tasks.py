@@ -72,7 +72,6 @@ class TeamsTaskHost:
         self._graph = graph
         self._places = FilePlaces(graph) if graph is not None else None  # kept: it caches drive ids
         self._state = state
-        self._cards: dict[str, dict] = {}
 
     def fetch(self, task: ChatTask, folder: Path) -> Path:
         name = task.file_name or task.file_id or "file"
@@ -109,15 +108,14 @@ class TeamsTaskHost:
         return found.download_url
 
     def progress_text(self, task: ChatTask, job: Job) -> str:
+        """The progress card as JSON: the worker compares it with the one shown and hands it back to show."""
         card = progress_card(verb_of(task), task.file_name or "the file", job.stage, job.done, job.total)
-        text = json.dumps(card, sort_keys=True)
-        self._cards[task.task_id] = card  # shown by show_progress, which the worker calls next when it changed
-        return text
+        return json.dumps(card, sort_keys=True)
 
     def show_progress(self, task: ChatTask, text: str) -> None:
-        card = self._cards.pop(task.task_id, None) or json.loads(text)
         where = Where.from_data(task.data["where"])
-        self._connector.update(where.service_url, where.conversation_id, task.status or "", card_activity(card))
+        self._connector.update(where.service_url, where.conversation_id, task.status or "",
+                               card_activity(json.loads(text)))
 
     def file_gone(self, task: ChatTask) -> bool:
         return False  # Teams tells no bot when a file is deleted from SharePoint; deleting its message is the signal
@@ -126,8 +124,10 @@ class TeamsTaskHost:
         where = Where.from_data(task.data["where"])
         name = task.file_name or ("the recording" if task.kind != INGEST else "the file")
         if isinstance(outcome, MinutesReady):
-            card = minutes_card(outcome.minutes, source=name, owners=self._owners(where, outcome.minutes),
-                                requested_by=self._requester(where, task))
+            members = self._members(where)
+            asked_by = task.data.get("requested_by")
+            card = minutes_card(outcome.minutes, source=name, owners=_owners(members, outcome.minutes),
+                                requested_by=next((m for m in members if m.id == asked_by), None))
             activity = card_activity(card, f"Minutes of {name}")
             if task.status:
                 self._connector.update(where.service_url, where.conversation_id, task.status, activity)
@@ -153,27 +153,24 @@ class TeamsTaskHost:
 
     def _members(self, where: Where) -> list[Mention]:
         try:
-            return [Mention(m.id, m.name or "") for m in self._connector.members(where.service_url,
-                                                                                 where.conversation_id) if m.id]
+            return [Mention(m.id, m.name) for m in self._connector.members(where.service_url,
+                                                                           where.conversation_id) if m.id and m.name]
         except ConnectorError as e:
             log.warning("could not list the members of a Teams conversation to name owners: %s", e.detail)
             return []
-
-    def _owners(self, where: Where, minutes: Minutes) -> dict[str, Mention]:
-        """Action-item owners whose name matches exactly one member of the conversation, as mentions."""
-        names = owner_names(minutes)
-        if not names:
-            return {}
-        members = {m.id: m for m in self._members(where) if m.name}
-        found = match_owners(names, [(m.id, [m.name]) for m in members.values()])
-        return {name: members[member_id] for name, member_id in found.items()}
-
-    def _requester(self, where: Where, task: ChatTask) -> Mention | None:
-        asked_by = task.data.get("requested_by")
-        return next((m for m in self._members(where) if m.id == asked_by and m.name), None) if asked_by else None
 
     def throttled(self, e: Exception) -> bool:
         return isinstance(e, ConnectorError) and e.status in (429, 412)
 
     def reason(self, e: Exception) -> str:
         return reason(e, platform_reason, where="Teams")
+
+
+def _owners(members: list[Mention], minutes: Minutes) -> dict[str, Mention]:
+    """Action-item owners whose name matches exactly one member of the conversation, as mentions."""
+    names = owner_names(minutes)
+    if not names:
+        return {}
+    by_id = {m.id: m for m in members}
+    found = match_owners(names, [(m.id, [m.name]) for m in members])
+    return {name: by_id[member_id] for name, member_id in found.items()}

@@ -109,7 +109,7 @@ def build_engine(settings: Settings, *, embedder: Embedder | None = None,
                   max_file_bytes=int(settings.ingest.max_file_mb * 2**20),
                   max_media_bytes=int(settings.speech.max_file_mb * 2**20),
                   max_queued_jobs=settings.admission.max_queued_jobs if settings.admission.enabled else None,
-                  serving=serving, served=served, observers=observers)
+                  job_lease_s=settings.db.job_lease_s, serving=serving, served=served, observers=observers)
 
 
 def build_serving(settings: Settings, registry: DocumentRegistry, served: ServedModels,
@@ -430,6 +430,35 @@ def build_drift_check(settings: Settings, engine: Engine):
                          latency_p95_ms=m.latency_p95_ms, ingest_failure_rate=m.ingest_failure_rate)
     return DriftCheck(engine.database, engine.embed_questions, config, window=m.window,
                       alerter=build_alerter(settings), retrain_on_drift=m.retrain_on_drift)
+
+
+# -- the database's schema (core/store/migrate.py) ------------------------------------
+
+
+def upgrade_database(settings: Settings) -> tuple[str, str]:
+    """Bring the database to the newest schema (as every process does on first use); returns the
+    database's URL without its password, and what was done."""
+    from core.store.database import make_sql_engine
+    from core.store.migrate import upgrade
+
+    engine = make_sql_engine(settings.database_url)
+    try:
+        return engine.url.render_as_string(hide_password=True), upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def database_revision(settings: Settings) -> tuple[str, str | None, str]:
+    """The database's URL without its password, its schema revision (None: new or from before Alembic),
+    and the newest revision this IMP knows. Changes nothing."""
+    from core.store.database import make_sql_engine
+    from core.store.migrate import current, head
+
+    engine = make_sql_engine(settings.database_url)
+    try:
+        return engine.url.render_as_string(hide_password=True), current(engine), head()
+    finally:
+        engine.dispose()
 
 
 # -- retention (core/store/retention.py, ops/retention.py) ----------------------------

@@ -391,6 +391,7 @@ def feedback(
     out.print(f"{up} 👍, {len(rows) - up} 👎")
 
 
+from cli_db import db_cli  # noqa: E402  (imp db upgrade|current)
 from cli_models import models_cli, train_cli, worker  # noqa: E402  (after cli: it reuses cli's helpers)
 from cli_monitor import drift_cli  # noqa: E402  (imp drift check)
 from cli_retention import retention_cli  # noqa: E402  (imp retention purge|hold|release|holds|runs)
@@ -401,6 +402,7 @@ cli.add_typer(models_cli, name="models")
 cli.add_typer(drift_cli, name="drift")
 cli.add_typer(retention_cli, name="retention")
 cli.add_typer(teams_cli, name="teams")
+cli.add_typer(db_cli, name="db")
 cli.command()(worker)
 
 

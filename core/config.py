@@ -48,6 +48,42 @@ class ChromaSettings(BaseModel):
     collection: str = "imp_chunks"
 
 
+class DbSettings(BaseModel):
+    """Where the relational state lives: the registry, jobs, answers, feedback, chat state (core/store)."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)  # the URL may carry a password
+
+    # None: a SQLite file in the data folder. Production: PostgreSQL, e.g. postgresql://imp:PASS@postgres:5432/imp
+    # (postgres:// and postgresql+psycopg:// are taken too; the psycopg 3 driver is used).
+    url: SecretStr | None = None
+    # How long a replica's claim on a background job lasts without renewal; a replica that stops renewing
+    # (it crashed) loses its jobs to another after this long.
+    job_lease_s: float = Field(default=60.0, ge=2.0, le=3600.0)
+
+    @field_validator("url")
+    @classmethod
+    def _driver(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or not v.get_secret_value().strip():
+            return None
+        return SecretStr(sql_url(v.get_secret_value().strip()))
+
+
+def sql_url(url: str) -> str:
+    """``url`` as SQLAlchemy takes it: a plain postgresql:// (or postgres://) URL gets the psycopg 3 driver.
+
+    Only PostgreSQL and SQLite are accepted; anything else is refused here rather than on first use.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("give a database URL such as postgresql://user:password@host:5432/imp")
+    scheme = scheme.lower()
+    if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        return f"postgresql+psycopg://{rest}"
+    if scheme == "sqlite":
+        return url
+    raise ValueError(f"database URLs start with postgresql:// or sqlite://, not {scheme}://")
+
+
 class SearchSettings(BaseModel):
     # Candidates each retriever contributes before fusion.
     candidates: int = Field(default=40, ge=1)
@@ -434,6 +470,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir)
     embedder: EmbedderSettings = EmbedderSettings()
     chunking: ChunkSettings = ChunkSettings()
+    db: DbSettings = DbSettings()
     chroma: ChromaSettings = ChromaSettings()
     search: SearchSettings = SearchSettings()
     ingest: IngestSettings = IngestSettings()
@@ -455,6 +492,8 @@ class Settings(BaseSettings):
 
     @property
     def database_url(self) -> str:
+        if self.db.url is not None:
+            return self.db.url.get_secret_value()
         return f"sqlite:///{self.data_dir / 'imp.sqlite3'}"
 
     @property

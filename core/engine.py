@@ -77,7 +77,7 @@ class Engine:
                  jobs: JobStore | None = None, minutes: MinutesDrafter | None = None,
                  feedback: FeedbackStore | None = None, closers: Sequence[Callable[[], None]] = (),
                  max_file_bytes: int = 200 << 20, max_media_bytes: int = 4 << 30,
-                 max_queued_jobs: int | None = None, serving: ServingSet | None = None,
+                 max_queued_jobs: int | None = None, job_lease_s: float = 60.0, serving: ServingSet | None = None,
                  served: ServedModels | None = None, observers: Observers | None = None):
         """``observers``: the one the components were built with (core.observe), which front doors
         add their metrics to; without it, only what the engine itself does is reported."""
@@ -98,7 +98,7 @@ class Engine:
         self._feedback = feedback
         self._closers = list(closers)
         handlers = {"ingest": self._ingest_job, "minutes": self._minutes_job}
-        self._jobs = JobRunner(jobs, handlers, max_queued=max_queued_jobs) if jobs else None
+        self._jobs = JobRunner(jobs, handlers, max_queued=max_queued_jobs, lease_s=job_lease_s) if jobs else None
 
     def warm_up(self) -> None:
         """Load models and indexes now rather than on the first request."""

@@ -273,6 +273,9 @@ class Job:
     params: dict
     created_at: datetime
     updated_at: datetime
+    # The service process that runs it and until when its claim holds (core/store/jobs.py); internal, never shown.
+    owner: str | None = None
+    owner_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.store.schema import create_or_upgrade
+from core.store.migrate import upgrade
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class Database:
             with self._lock:
                 if self._sessions is None:
                     self._engine = make_sql_engine(self._url)
-                    create_or_upgrade(self._engine)
+                    upgrade(self._engine)
                     self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         return self._sessions()
 

@@ -70,24 +70,39 @@ class WriterLease:
         except Exception:  # what was written stands; the lease lapses after its ttl
             log.warning("could not release the writer lease of %s", self.doc_id, exc_info=True)
         finally:
-            with _LEASES:
-                _HELD.discard(self.token)
-                _LEASES.notify_all()
+            let_go(self.token)
 
 
 # claim(token, until) -> True: the lease is ours; False: another live writer holds it; None: nothing to write.
 Claim = Callable[[str, datetime], "bool | None"]
 
 
+def owner_token() -> str:
+    """A new token naming this process (host and pid) as the holder of something; see ``abandoned``."""
+    return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex}"
+
+
+def hold(token: str) -> None:
+    """Mark ``token`` as held by a live owner in this process (until ``let_go``)."""
+    with _LEASES:
+        _HELD.add(token)
+
+
+def let_go(token: str) -> None:
+    """The owner of ``token`` in this process is done: its claims are abandoned from now on."""
+    with _LEASES:
+        _HELD.discard(token)
+        _LEASES.notify_all()
+
+
 def acquire(rows: LeaseRows, doc_id: str, claim: Claim, *, ttl_s: float, wait_s: float) -> WriterLease | None:
     """Take the document's lease through ``claim``, waiting (with back-off) while another live writer has it."""
-    token = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex}"
+    token = owner_token()
     deadline = time.monotonic() + wait_s
     delay = 0.01
     # Known as ours before it can appear on the row: another thread of this process that reads the
     # row in between must see a live writer, not a token of this pid it knows nothing of (abandoned).
-    with _LEASES:
-        _HELD.add(token)
+    hold(token)
     try:
         while True:
             until = datetime.now(UTC).replace(tzinfo=None) + timedelta(seconds=ttl_s)
@@ -102,15 +117,10 @@ def acquire(rows: LeaseRows, doc_id: str, claim: Claim, *, ttl_s: float, wait_s:
                 _LEASES.wait(delay)
             delay = min(delay * 2, 0.25)
     except BaseException:
-        _forget(token)
+        let_go(token)
         raise
-    _forget(token)
+    let_go(token)
     return None
-
-
-def _forget(token: str) -> None:
-    with _LEASES:
-        _HELD.discard(token)
 
 
 def abandoned(token: str) -> bool:

@@ -1,16 +1,11 @@
-"""SQLAlchemy table definitions for the registry, and the additive upgrade of older databases."""
+"""SQLAlchemy table definitions of IMP's relational state; their migrations are in core/store/migrations."""
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, inspect, text
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-log = logging.getLogger(__name__)
 
 
 class Base(DeclarativeBase):
@@ -135,6 +130,10 @@ class JobRow(Base):
     params: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
+    # The service process running it and until when its claim holds (renewed while it runs): replicas sharing
+    # one database each run their own jobs, and take over another's only once its claim has lapsed.
+    owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    owner_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class FeedbackRow(Base):
@@ -228,37 +227,3 @@ class RetentionRunRow(Base):
     ran_at: Mapped[datetime] = mapped_column(DateTime, index=True)
     cutoff: Mapped[datetime] = mapped_column(DateTime)
     purged: Mapped[dict] = mapped_column(JSON, default=dict)  # {"answers": n, "feedback": n, ...}
-
-
-def create_or_upgrade(engine: Engine) -> None:
-    """Create missing tables, and add the nullable columns a newer IMP introduced to existing ones.
-
-    Only additive changes are made, so an older IMP keeps working on the upgraded database.
-    Two processes starting on a new database at once (a CLI beside the server) both try
-    to create the tables: each table is created on its own, and one that the other process
-    created first is taken as it is, however many tables there are.
-    """
-    for table in Base.metadata.sorted_tables:
-        try:
-            table.create(engine, checkfirst=True)
-        except DBAPIError:
-            if not inspect(engine).has_table(table.name):
-                raise
-            log.info("table %s was created by another process meanwhile", table.name)
-    existing = inspect(engine)
-    quote = engine.dialect.identifier_preparer.quote
-    for table in Base.metadata.sorted_tables:
-        have = {c["name"] for c in existing.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in have or not column.nullable:
-                continue
-            ddl = (f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} "
-                   f"{column.type.compile(engine.dialect)}")
-            try:
-                with engine.begin() as conn:
-                    conn.execute(text(ddl))
-                log.info("database upgraded: added %s.%s", table.name, column.name)
-            except DBAPIError:
-                # Another process added it first; anything else shows on first use of the column.
-                if column.name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
-                    raise

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -12,26 +9,13 @@ from app import build_engine
 from core.config import ChromaSettings, Settings
 from core.errors import BackendError
 from core.models import IngestStatus
-from tests.fakes.net import free_port, wait_until_up
-
-CHROMA = Path(sys.executable).with_name("chroma")
-
+from tests.fakes.net import free_port
+from tests.support.servers import chroma_server
 
 @pytest.fixture
 def chroma_url(tmp_path):
-    if not CHROMA.exists():  # the chromadb wheel ships it; a broken install should say so
-        pytest.fail(f"chroma server binary not found at {CHROMA}")
-    port = free_port()
-    config = tmp_path / "chroma.yaml"
-    config.write_text(f"persist_path: {tmp_path / 'chroma-server'}\nport: {port}\nlisten_address: 127.0.0.1\n"
-                      "allow_reset: false\n")
-    proc = subprocess.Popen([str(CHROMA), "run", str(config)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={"ANONYMIZED_TELEMETRY": "False", "PATH": "/usr/bin:/bin"})
-    url = f"http://127.0.0.1:{port}"
-    wait_until_up(f"{url}/api/v2/heartbeat", proc, timeout=60)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    with chroma_server(tmp_path / "chroma-server") as url:
+        yield url
 
 
 def test_engine_indexes_and_searches_through_a_chroma_server(chroma_url, embedder, tmp_path, samples):

@@ -10,17 +10,10 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED
@@ -44,6 +37,7 @@ from ops.scheduler import (
     run_retrain_window,
     window_for,
 )
+from tests.support.servers import new_database, postgres_cluster
 
 WINDOW = "2026-12-02T02:00Z"
 
@@ -51,56 +45,11 @@ WINDOW = "2026-12-02T02:00Z"
 # -- databases ---------------------------------------------------------------------
 
 
-def _pg_bin() -> Path | None:
-    for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (d / "initdb").exists() and (d / "pg_ctl").exists():
-            return d
-    found = shutil.which("initdb")
-    return Path(found).parent if found and shutil.which("pg_ctl") else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[str]:
-    """A PostgreSQL cluster of our own on 127.0.0.1 (initdb in a temp folder), for this module."""
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        pytest.skip("PostgreSQL variant: the psycopg driver is not installed (pip install 'psycopg[binary]')")
-    bin_dir = _pg_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL variant: no initdb/pg_ctl (apt-get install -y postgresql)")
-    run_as: list[str] = []
-    base = Path(tempfile.mkdtemp(prefix="imp-pg-"))
-    if os.geteuid() == 0:  # initdb refuses root: run the cluster as the postgres user
-        try:
-            user = pwd.getpwnam("postgres")
-        except KeyError:
-            shutil.rmtree(base)
-            pytest.skip("PostgreSQL variant: running as root and there is no 'postgres' user to run the server")
-        run_as = ["runuser", "-u", "postgres", "--"]
-        os.chown(base, user.pw_uid, user.pw_gid)
-    data, port = base / "data", _free_port()
-    try:
-        subprocess.run([*run_as, str(bin_dir / "initdb"), "-D", str(data), "-U", "imp", "-A", "trust",
-                        "-E", "UTF8", "--no-sync"], check=True, capture_output=True, timeout=120)
-        subprocess.run([*run_as, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w",
-                        "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
-                       check=True, capture_output=True, timeout=120)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
-        shutil.rmtree(base, ignore_errors=True)
-        pytest.fail(f"could not start PostgreSQL: {getattr(e, 'stderr', e)}")
-    try:
-        yield f"postgresql+psycopg://imp@127.0.0.1:{port}"
-    finally:
-        subprocess.run([*run_as, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True, timeout=60, check=False)
-        shutil.rmtree(base, ignore_errors=True)
+    """A PostgreSQL cluster of our own on 127.0.0.1, for this module."""
+    with postgres_cluster() as server:
+        yield server
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -108,13 +57,7 @@ def db_url(request, tmp_path) -> str:
     """A fresh, empty database: a SQLite file, or a new database in the module's PostgreSQL cluster."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'imp.sqlite3'}"
-    import psycopg
-
-    server = request.getfixturevalue("postgres")
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server.replace("postgresql+psycopg", "postgresql") + "/postgres", autocommit=True) as c:
-        c.execute(f"CREATE DATABASE {name}")
-    return f"{server}/{name}"
+    return new_database(request.getfixturevalue("postgres"))
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ import logging
 import os
 import resource
 import signal
+import site
 import subprocess
 import sys
 import threading
@@ -86,12 +87,23 @@ class LoaderCrashed(ImpError):
     code = "too_large"
 
 
+def _source_root() -> list[str]:
+    """The folder holding ``core`` when the child needs it on PYTHONPATH (a checkout run in place).
+
+    Never a site-packages folder (an installed IMP): PYTHONPATH goes before the standard library, where
+    a distribution's stray module (PyPI's ``typing`` backport) would shadow the real one and kill the loader.
+    """
+    root = Path(core.__file__).resolve().parent.parent
+    sites = {Path(p).resolve() for p in [*site.getsitepackages(), site.getusersitepackages()]}
+    return [] if root in sites else [str(root)]
+
+
 class _Worker:
     """One loader process and its two pipe ends."""
 
     def __init__(self, max_bytes: int, idle_s: float):
-        root = str(Path(core.__file__).resolve().parent.parent)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [*_source_root(),
+                                                                        os.environ.get("PYTHONPATH")]))}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "core.ingest.sandbox", str(max_bytes), str(idle_s)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,

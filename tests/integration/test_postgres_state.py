@@ -210,13 +210,13 @@ def test_two_replicas_share_state_and_a_stopped_replicas_job_is_taken_over_once(
     if shutil.which("ffmpeg") is None:
         pytest.fail("ffmpeg is required (make system-deps)")
     db = new_database(postgres)
-    # A recording long enough to be cut off: the stand-up twice over (1 min 38 s).
-    recording = tmp_path / "standup-x2.m4a"
-    subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", "1", "-i", str(SAMPLES / "rotterdam-pilot-standup.m4a"),
+    # A recording long enough to be cut off on a fast machine too: the stand-up ten times over (8 min 10 s).
+    recording = tmp_path / "standup-x10.m4a"
+    subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", "9", "-i", str(SAMPLES / "rotterdam-pilot-standup.m4a"),
                     "-c", "copy", str(recording)], check=True, timeout=60)
     with chroma_server(tmp_path / "chroma") as chroma:
         env = {**os.environ, "IMP_DATA_DIR": str(tmp_path / "shared"), "IMP_DB__URL": db,
-               "IMP_CHROMA__URL": chroma, "IMP_API__TOKEN": TOKEN, "IMP_DB__JOB_LEASE_S": "3",
+               "IMP_CHROMA__URL": chroma, "IMP_API__TOKEN": TOKEN, "IMP_DB__JOB_LEASE_S": "2",
                "IMP_SPEECH__WORKERS": "1", "IMP_SPEECH__DIARIZE": "false", "HF_HUB_OFFLINE": "1"}
         (a, url_a), (b, url_b) = _replicas(env, tmp_path)
         try:
@@ -238,10 +238,10 @@ def test_two_replicas_share_state_and_a_stopped_replicas_job_is_taken_over_once(
                 job_id = r.json()["jobs"][0]["job_id"]
                 _until("A to start transcribing",
                        lambda: "transcrib" in _job(client, url_b, job_id)["stage"], timeout=120)
-                for _ in range(3):  # two lease periods and more: A renews, B never takes it
+                for _ in range(4):  # two lease periods and more: A renews, B never takes it
                     assert _owner(db, job_id).split(":")[1] == str(a.pid)
-                    time.sleep(2.5)
-                assert _job(client, url_b, job_id)["status"] == "running"
+                    assert _job(client, url_b, job_id)["status"] == "running"
+                    time.sleep(1.5)
 
                 a.send_signal(signal.SIGKILL)  # the replica is gone mid-job
                 a.wait(30)

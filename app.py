@@ -314,6 +314,33 @@ def build_ray_config(settings: Settings):
                      storage=settings.data_dir / "ray")
 
 
+def build_ray_ingest(settings: Settings, workers: int):
+    """`imp ingest --ray`: Ray started or joined as training does (IMP_RAY__*), each worker's preparer
+    built by build_worker_preparer; this process commits what they prepare."""
+    from functools import partial
+
+    from core.ingest.distributed import RayIngest, RayIngestOptions
+    from training.raycluster import ray_session
+
+    r = settings.ray
+    return RayIngest(RayIngestOptions(build=partial(build_worker_preparer, settings),
+                                      session=partial(ray_session, storage=settings.data_dir / "ray"),
+                                      address=r.address, workers=workers, cpus_per_worker=r.cpus_per_worker,
+                                      use_gpu=r.use_gpu))
+
+
+def build_worker_preparer(settings: Settings, cpus: int):
+    """Runs in each Ray worker: the preparer build_engine wires, sized to the worker's ``cpus``.
+
+    Speech recognisers: IMP_SPEECH__WORKERS, or (0, one per core) the worker's share of cores, so
+    workers on one machine do not each start one per core. One loader process: a worker reads one file at a time.
+    """
+    speech = settings.speech.model_copy(update={"workers": settings.speech.workers or cpus})
+    ingest = settings.ingest.model_copy(update={"loader_workers": min(settings.ingest.loader_workers, 1)})
+    mine = settings.model_copy(update={"speech": speech, "ingest": ingest})
+    return build_engine(mine).preparer.loading_trained(lambda path: build_embedder(mine, path))
+
+
 def eval_engine_factory(settings: Settings):
     """Engines for the evaluation gate: built like the serving one (chunking, search), on a scratch folder."""
 

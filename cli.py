@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Annotated
 
 from app import (  # first: makes the process offline before any model library loads
-    build_engine, build_gates, build_registry_reader, build_retrain_scheduler, build_slack, build_teams,
+    build_engine, build_gates, build_ray_ingest, build_registry_reader, build_retrain_scheduler, build_slack,
+    build_teams,
 )
 
 import typer  # noqa: E402
@@ -77,13 +78,22 @@ def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders (walked recursively)")],
     scope: Annotated[str, typer.Option(help="Access label of the documents")] = DEFAULT_SCOPE,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    ray: Annotated[bool, typer.Option("--ray", help="Prepare files on Ray workers (IMP_RAY__ADDRESS, or a local "
+                                                    "cluster); this process commits them")] = False,
+    workers: Annotated[int | None, typer.Option(min=1, max=1024, help="Ray workers (default IMP_RAY__WORKERS)")]
+    = None,
 ) -> None:
     """Index documents so they can be searched."""
     for p in paths:
         if not p.exists():
             err.print(f"[red]error[/red]: no such file or folder: {p}")
             raise typer.Exit(2)
-    engine = _engine()
+    if workers is not None and not ray:
+        err.print("[red]error[/red]: --workers needs --ray")
+        raise typer.Exit(2)
+    settings = _settings_or_exit()
+    engine = _engine(settings)
+    fan_out = build_ray_ingest(settings, workers or settings.ray.workers) if ray else None
     try:
         files = engine.files_under(paths)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -94,7 +104,8 @@ def ingest(
             def on_step(what: str, done: float, total: float) -> None:
                 bar.update(step, description=what, completed=done, total=total, visible=done < total)
 
-            results = engine.ingest(files, scope, on_result=lambda r: bar.advance(task), on_step=on_step)
+            results = engine.ingest(files, scope, on_result=lambda r: bar.advance(task), on_step=on_step,
+                                    fan_out=fan_out)
     except ImpError as e:
         _fail(e)
     if as_json:

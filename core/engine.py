@@ -18,6 +18,7 @@ from core.index.hybrid import HybridRetriever, Mode
 from core.index.serving import ServingSet, SyncProgress
 from core.ingest.chunking import document_id
 from core.ingest.pipeline import IngestPipeline, Progress, StepProgress, walk
+from core.ingest.prepare import Preparer
 from core.minutes.base import MinutesDrafter
 from core.minutes.base import Progress as MinutesProgress
 from core.minutes.inputs import load_meeting, meeting_from_transcript
@@ -43,6 +44,8 @@ __all__ = ["Engine", "check_scope", "check_upload_name"]
 
 log = logging.getLogger(__name__)
 
+# Prepares files elsewhere and commits them through the pipeline (core.ingest.distributed.RayIngest).
+FanOut = Callable[[IngestPipeline, list[Path], str, Progress | None, StepProgress | None], list[IngestResult]]
 _SCOPE_RE = re.compile(SCOPE_PATTERN)
 # Failures whose detail may hold server paths, SQL or library text: shown as a log reference instead.
 _INTERNAL_CODES = frozenset({"internal_error", "backend_error", "imp_error"})
@@ -109,11 +112,21 @@ class Engine:
     # -- ingestion -------------------------------------------------------------
 
     def ingest(self, paths: Iterable[Path], scope: str = DEFAULT_SCOPE,
-               on_result: Progress | None = None, on_step: StepProgress | None = None) -> list[IngestResult]:
-        """Ingest files and folders (walked recursively); recordings are transcribed."""
+               on_result: Progress | None = None, on_step: StepProgress | None = None,
+               fan_out: FanOut | None = None) -> list[IngestResult]:
+        """Ingest files and folders (walked recursively); recordings are transcribed.
+
+        ``fan_out`` prepares the files elsewhere and commits them here (core.ingest.distributed.RayIngest)."""
         check_scope(scope)
         files = list(walk(Path(p) for p in paths))
+        if fan_out is not None:
+            return fan_out(self._pipeline, files, scope, on_result, on_step)
         return self._pipeline.ingest_many(files, scope, on_result, on_step)
+
+    @property
+    def preparer(self) -> Preparer:
+        """The per-file half of ingestion (read, transcribe, chunk, embed), for a worker process to run."""
+        return self._pipeline.preparer
 
     def files_under(self, paths: Iterable[Path]) -> list[Path]:
         return list(walk(Path(p) for p in paths))

@@ -1,4 +1,10 @@
-"""The ingestion pipeline: read → load → chunk → embed → write → commit, per document.
+"""The ingestion pipeline: open → prepare (load, chunk, embed) → write → commit, per document.
+
+A file is opened here (an attempt taken, its size, kind and content hash checked), prepared
+by core.ingest.prepare (read in the sandbox or transcribed, chunked, embedded: nothing
+written) and committed here. A plain ingest does all three in this process; `imp ingest
+--ray` prepares on Ray workers and commits here (core.ingest.distributed), through the same
+``commit``.
 
 Each document is atomic. Chunks and vectors of a new version are written under
 ids derived from (source, content hash), then one registry transaction makes
@@ -29,26 +35,27 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.errors import (
-    CorruptDocument, DocumentTooLarge, EmptyDocument, ImpError, InvalidRequest, NotFound, UnsupportedFormat,
-)
+from core.errors import DocumentTooLarge
 from core.index.embedders import Embedder
 from core.index.keyword import KeywordIndex
 from core.index.serving import Served, ServingSet
 from core.index.vectors import VectorStore
 from core.ingest.chunking import Chunker, document_id
-from core.ingest.loaders import KINDS, LOADER_VERSION, MEDIA, detect_kind, load_file
-from core.ingest.sandbox import LoaderCrashed, LoaderSandbox
-from core.models import Chunk, DocumentRecord, IngestResult, IngestStatus, LoadedDocument, Segment
+from core.ingest.loaders import KINDS, LOADER_VERSION, MEDIA, detect_kind
+from core.ingest.prepare import (
+    EmbedderSpec, FileJob, PreparedDocument, PrepareFailed, Preparer, StepProgress, failure,
+)
+from core.ingest.sandbox import LoaderSandbox
+from core.models import Chunk, DocumentRecord, IngestResult, IngestStatus, LoadedDocument
 from core.observe import Observer, guarded
-from core.store.leases import WriterBusy, WriterLease
+from core.store.leases import WriterLease
 from core.store.registry import CommitInfo, DocumentRegistry
 
 if TYPE_CHECKING:
@@ -60,23 +67,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Progress = Callable[[IngestResult], None]
-# (what, seconds or items done, in all): long steps such as transcription report through this.
-StepProgress = Callable[[str, float, float], None]
+__all__ = ["IngestPipeline", "Progress", "StepProgress", "SUPERSEDED", "file_version", "walk"]
 _MEDIA_KINDS = frozenset({"audio", "video"})
 # What an ingested document may be counted as (core.observe): a loader's kind, a recording, or "unknown"
 # (refused before its kind was known). Anything else is counted as "other", so the set stays bounded.
 _COUNTED_KINDS = KINDS | _MEDIA_KINDS | {MEDIA, "unknown"}
 
-_EMBED_BATCH = 128
+_WRITE_BATCH = 128
 SUPERSEDED = "superseded"
-# Failures whose detail is written for the person who sent the document; any other
-# error's detail can hold paths, SQL or library text and goes to the log only.
-_SHOWN = (UnsupportedFormat, CorruptDocument, EmptyDocument, DocumentTooLarge, InvalidRequest, NotFound, WriterBusy,
-          LoaderCrashed)
-# An absolute path (two or more components) inside a message: shown as its last component.
-_PATH = re.compile(r"(?<![\w.~])(?:/[^\s'\"/:;,()<>]+){2,}")
-# A URL (a service's address): not for users.
-_URL = re.compile(r"\b[a-z][a-z0-9+.-]{0,30}://[^\s'\"<>]+")
 
 
 def file_version(path: Path) -> str:
@@ -110,12 +108,14 @@ class IngestPipeline:
                  transcriber: Transcriber | None = None, transcripts: TranscriptStore | None = None,
                  max_media_bytes: int = 4 << 30, loader_timeout_s: float = 300.0, loader_max_mb: int = 2048,
                  loader_workers: int = 2, loader_idle_s: float = 60.0, lease_ttl_s: float = 60.0,
-                 serving: ServingSet | None = None, pdf_text: str = "pdfium", observer: Observer | None = None):
+                 serving: ServingSet | None = None, pdf_text: str = "pdfium", observer: Observer | None = None,
+                 embedder_at: Callable[[Path], Embedder] | None = None):
         """``loader_workers`` = 0 reads documents in this process, without the sandbox's limits;
         a loader process idle for ``loader_idle_s`` exits (the next document starts one).
         ``serving``: the served collections to write to; without it, ``vectors`` alone.
         ``pdf_text``: what lays out PDF text, "pdfium" or "pypdf" (core.ingest.loaders.pdf).
-        ``observer`` is told of each document ingested, its kind, and how long it and its embedding took."""
+        ``observer`` is told of each document ingested, its kind, and how long it and its embedding took.
+        ``embedder_at`` loads a trained embedder from its folder (only a Ray worker's preparer needs it)."""
         self._registry = registry
         if serving is None:
             if vectors is None:
@@ -124,36 +124,35 @@ class IngestPipeline:
         self._serving = serving
         self._keywords = keywords
         self._embedder = embedder
-        self._overlap = overlap
-        self._max_tokens = max_tokens
         self._max_file_bytes = max_file_bytes
-        self._max_chars = max_chars
-        self._chunker: Chunker | None = None
         self._transcriber = transcriber
         self._transcripts = transcripts
         self._max_media_bytes = max_media_bytes
-        self._sandbox = (LoaderSandbox(timeout_s=loader_timeout_s, max_mb=loader_max_mb, workers=loader_workers,
-                                       idle_s=loader_idle_s) if loader_workers > 0 else None)
+        sandbox = (LoaderSandbox(timeout_s=loader_timeout_s, max_mb=loader_max_mb, workers=loader_workers,
+                                 idle_s=loader_idle_s) if loader_workers > 0 else None)
+        self._preparer = Preparer(embedder, overlap=overlap, max_tokens=max_tokens, max_chars=max_chars,
+                                  transcriber=transcriber, sandbox=sandbox, pdf_text=pdf_text,
+                                  embedder_at=embedder_at)
         self._lease_ttl_s = lease_ttl_s
         self._pdf_text = pdf_text
         self._observer = guarded(observer)
 
     def close(self) -> None:
         """End the loader processes (the next document starts them again)."""
-        if self._sandbox is not None:
-            self._sandbox.close()
+        self._preparer.close()
 
     def loader_pids(self) -> list[int]:
         """Process ids of the running document loader workers (health checks, tests)."""
-        return self._sandbox.pids() if self._sandbox is not None else []
+        return self._preparer.loader_pids()
+
+    @property
+    def preparer(self) -> Preparer:
+        """The per-file half (read, transcribe, chunk, embed): what a Ray worker runs (core.ingest.distributed)."""
+        return self._preparer
 
     @property
     def chunker(self) -> Chunker:
-        if self._chunker is None:
-            window = self._embedder.max_tokens
-            size = min(window, self._max_tokens) if self._max_tokens else window
-            self._chunker = Chunker(self._embedder.tokenizer(), size, self._overlap)
-        return self._chunker
+        return self._preparer.chunker
 
     @property
     def signature(self) -> str:
@@ -183,66 +182,76 @@ class IngestPipeline:
     def ingest(self, path: Path, scope: str, *, source: str | None = None,
                stored_path: Path | None = None, on_step: StepProgress | None = None) -> IngestResult:
         """Index one file. Failures are recorded and returned, never raised."""
-        started, kind = time.perf_counter(), ["unknown"]  # the kind, once known (read in the failure case too)
-        result = self._ingest(path, scope, source, stored_path, on_step, kind)
-        self._observer.stage("ingest", time.perf_counter() - started)
-        self._observer.ingested(result.status.value, kind[0] if kind[0] in _COUNTED_KINDS else "other")
+        started = time.perf_counter()
+        job, result = self.open(path, scope, source=source)
+        kind = job.kind
+        if result is None:
+            try:  # embedded while it is written, as the lease is renewed (no embedders here)
+                prepared = self._preparer.prepare(job, (), on_step)
+            except Exception as e:
+                prepared = failure(job, e)
+            kind = prepared.kind if isinstance(prepared, PrepareFailed) else prepared.loaded.kind
+            result = self.commit(prepared, stored_path=stored_path)
+        self.observed(result, kind, time.perf_counter() - started)
         return result
 
-    def _ingest(self, path: Path, scope: str, source: str | None, stored_path: Path | None,
-                on_step: StepProgress | None, seen_kind: list[str]) -> IngestResult:
-        source = source or str(path.resolve())
-        doc_id = document_id(scope, source)
-        size = 0
-        attempt: int | None = None
-        try:
-            attempt = self._registry.start(doc_id, source, scope)
-            size = path.stat().st_size
-            kind = seen_kind[0] = detect_kind(path)
-            self._check_size(size, kind)
-            version = file_version(path)
-            chunks_now = self._unchanged(doc_id, attempt, version)
-            if chunks_now is not None:
-                return IngestResult(doc_id, source, IngestStatus.UNCHANGED, chunks=chunks_now)
-            loaded = self._transcribe(path, on_step) if kind == MEDIA else self._load(path, kind)
-            seen_kind[0] = loaded.kind
-            chunks = self.chunker.chunk(loaded.segments, doc_id=doc_id, version=version, source=source, scope=scope)
-            if not chunks:
-                raise EmptyDocument("the document holds no text to index")
-            return self._write(attempt, doc_id, source, scope, version, size, loaded, chunks, stored_path)
-        except _SHOWN as e:
-            return self._failed(doc_id, source, scope, attempt, size, e.code, _scrub(e.detail, path))
-        except OSError as e:
-            ref = _log_ref(source, e)
-            reason = f": {e.strerror.lower()}" if e.strerror else ""
-            return self._failed(doc_id, source, scope, attempt, size, "unreadable",
-                                f"cannot read the file{reason} (ref {ref})")
-        except ImpError as e:  # a backend (index, model) failed: what failed, and where the log says why
-            ref = _log_ref(source, e)
-            return self._failed(doc_id, source, scope, attempt, size, e.code, f"{_scrub(e.detail, path)} (ref {ref})")
-        except Exception as e:  # a library bug on odd input, a database failure: never stops a batch
-            ref = _log_ref(source, e)
-            return self._failed(doc_id, source, scope, attempt, size, "internal_error", f"internal error (ref {ref})")
+    def observed(self, result: IngestResult, kind: str, seconds: float) -> None:
+        """Tell the observer of one document ingested (by this process or prepared by a worker)."""
+        self._observer.stage("ingest", seconds)
+        self._observer.ingested(result.status.value, kind if kind in _COUNTED_KINDS else "other")
 
-    def _load(self, path: Path, kind: str) -> LoadedDocument:
-        if self._sandbox is None:
-            return load_file(path, max_chars=self._max_chars, kind=kind, pdf_text=self._pdf_text)
-        return self._sandbox.load(path, kind, self._max_chars, self._pdf_text)
+    # -- the committing half: open a file, then commit what was prepared of it -----
+
+    def open(self, path: Path, scope: str, *, source: str | None = None) -> tuple[FileJob, IngestResult | None]:
+        """Take an attempt on ``path``'s document and check the file (size, kind, content hash).
+
+        Returns the job to prepare, and a result when there is nothing to prepare: the visible
+        version is this one (unchanged) or the file was refused (failed, recorded).
+        """
+        source = source or str(path.resolve())
+        job = FileJob(path=path, source=source, scope=scope, doc_id=document_id(scope, source))
+        try:
+            job = replace(job, attempt=self._registry.start(job.doc_id, source, scope))
+            job = replace(job, size=path.stat().st_size)
+            job = replace(job, kind=detect_kind(path))
+            self._check_size(job.size, job.kind)
+            job = replace(job, version=file_version(path))
+            chunks_now = self._unchanged(job.doc_id, job.attempt, job.version)
+            if chunks_now is not None:
+                return job, IngestResult(job.doc_id, source, IngestStatus.UNCHANGED, chunks=chunks_now)
+            return job, None
+        except Exception as e:
+            return job, self.commit(failure(job, e))
+
+    def embedder_specs(self) -> list[EmbedderSpec]:
+        """The embedders a document is written with now (the served champion's, and a challenger's), as a
+        worker process can rebuild them (core.ingest.distributed)."""
+        return [EmbedderSpec(t.embedder.model_id, t.path) for t in self._serving.snapshot().targets()]
+
+    def commit(self, prepared: PreparedDocument | PrepareFailed, *, stored_path: Path | None = None) -> IngestResult:
+        """Make a prepared document the visible version (or record why it failed). Never raises."""
+        if isinstance(prepared, PrepareFailed):
+            return self._record(prepared)
+        if prepared.embed_seconds:
+            self._observer.stage("embed", prepared.embed_seconds)
+        try:
+            return self._write(prepared, stored_path)
+        except Exception as e:
+            return self._record(failure(prepared.job, e, prepared.loaded.kind))
+
+    def _record(self, failed: PrepareFailed) -> IngestResult:
+        job, detail = failed.job, failed.detail
+        if failed.trace is not None:  # an internal failure: the user gets a reference to the log line with the cause
+            ref = secrets.token_hex(4)
+            log.error("ingesting %s failed (ref %s): %s\n%s", job.source, ref, detail, failed.trace.rstrip())
+            detail = f"{detail} (ref {ref})"
+        return self._failed(job.doc_id, job.source, job.scope, job.attempt, job.size, failed.code, detail)
 
     def _check_size(self, size: int, kind: str) -> None:
         limit, setting = ((self._max_media_bytes, "IMP_SPEECH__MAX_FILE_MB") if kind == MEDIA
                           else (self._max_file_bytes, "IMP_INGEST__MAX_FILE_MB"))
         if size > limit:
             raise DocumentTooLarge(f"file is {size / 2**20:.1f} MB, above the {limit / 2**20:.0f} MB limit ({setting})")
-
-    def _transcribe(self, path: Path, on_step: StepProgress | None) -> LoadedDocument:
-        if self._transcriber is None:
-            raise UnsupportedFormat("recordings cannot be ingested here: speech recognition is not configured")
-        info = self._transcriber.probe(path)
-        report = (lambda done, total: on_step(f"transcribing {path.name}", done, total)) if on_step else None
-        transcript = self._transcriber.transcribe(path, report, info=info)
-        segments = [Segment(text=s.text, start=s.start, end=s.end, speaker=s.speaker) for s in transcript.segments]
-        return LoadedDocument(kind=info.kind, segments=segments, transcript=transcript)
 
     def _unchanged(self, doc_id: str, attempt: int, version: str) -> int | None:
         """The chunk count if ``version`` is visible and complete (texts and vectors), else None."""
@@ -257,51 +266,55 @@ class IngestPipeline:
             return None
         return self._registry.confirm_unchanged(doc_id, attempt, version, signature)
 
-    def _write(self, attempt: int, doc_id: str, source: str, scope: str, version: str, size: int,
-               loaded: LoadedDocument, chunks: list[Chunk], stored_path: Path | None) -> IngestResult:
-        lease = self._registry.lock(doc_id, source, scope, attempt, ttl_s=self._lease_ttl_s)
+    def _write(self, prepared: PreparedDocument, stored_path: Path | None) -> IngestResult:
+        job = prepared.job
+        lease = self._registry.lock(job.doc_id, job.source, job.scope, job.attempt, ttl_s=self._lease_ttl_s)
         if lease is None:
-            return self._superseded(doc_id, source, version)
+            return self._superseded(job.doc_id, job.source, job.version)
         with self._serving.writing() as targets:  # after the lease, never before: see SwitchLock
-            return self._write_locked(lease, attempt, doc_id, source, version, size, loaded, chunks, stored_path,
-                                      targets)
+            return self._write_locked(lease, prepared, stored_path, targets)
 
-    def _write_locked(self, lease: WriterLease, attempt: int, doc_id: str, source: str, version: str, size: int,
-                      loaded: LoadedDocument, chunks: list[Chunk], stored_path: Path | None,
+    def _write_locked(self, lease: WriterLease, prepared: PreparedDocument, stored_path: Path | None,
                       targets: list[Served]) -> IngestResult:
+        job, chunks, loaded = prepared.job, prepared.chunks, prepared.loaded
         try:
-            self._registry.begin(lease, attempt, version, size)
-            self._registry.put_chunks(doc_id, version, chunks)
-            for i in range(0, len(chunks), _EMBED_BATCH):
+            self._registry.begin(lease, job.attempt, job.version, job.size)
+            self._registry.put_chunks(job.doc_id, job.version, chunks)
+            n = len(chunks)
+            for i in range(0, n, _WRITE_BATCH):
                 lease.renew()
-                part = chunks[i : i + _EMBED_BATCH]
-                texts = [c.text for c in part]
-                embedded: dict[int, np.ndarray] = {}  # one embedding per model, however many collections use it
+                part = chunks[i : i + _WRITE_BATCH]
+                embedded: dict[str, np.ndarray] = {}  # one embedding per model, however many collections use it
                 for target in targets:
-                    key = id(target.embedder)
-                    if key not in embedded:
+                    key = target.embedder.model_id
+                    given = prepared.vectors.get(key)
+                    if given is not None and len(given) == n:  # embedded while it was prepared (a Ray worker)
+                        target.store.upsert(part, given[i : i + _WRITE_BATCH])
+                        continue
+                    if key not in embedded:  # embedded here, batch by batch, the lease renewed between batches
                         embedding_started = time.perf_counter()
-                        embedded[key] = target.embedder.embed(texts)
+                        embedded[key] = target.embedder.embed([c.text for c in part])
                         self._observer.stage("embed", time.perf_counter() - embedding_started)
                     target.store.upsert(part, embedded[key])
             if loaded.transcript is not None and self._transcripts is not None:
-                self._transcripts.save(doc_id, version, loaded.transcript)
+                self._transcripts.save(job.doc_id, job.version, loaded.transcript)
             lease.renew()
-            committed = self._registry.commit(lease, attempt, version, self._commit_info(loaded, chunks, stored_path))
+            committed = self._registry.commit(lease, job.attempt, job.version,
+                                              self._commit_info(loaded, chunks, stored_path))
         except BaseException:
             self._clean_up(lease, targets)
             lease.release()
             raise
         # Visible now (or a newer version is): what remains of other versions is garbage.
         if committed:  # the commit dropped the other versions' texts; their vectors go now
-            self._clean_up(lease, targets, visible=version)
+            self._clean_up(lease, targets, visible=job.version)
         else:
             self._clean_up(lease, targets)
         lease.release()
         if not committed:
-            return self._superseded(doc_id, source, version)
-        log.info("indexed %s: %d chunks", source, len(chunks))
-        return IngestResult(doc_id, source, IngestStatus.INDEXED, chunks=len(chunks))
+            return self._superseded(job.doc_id, job.source, job.version)
+        log.info("indexed %s: %d chunks", job.source, len(chunks))
+        return IngestResult(job.doc_id, job.source, IngestStatus.INDEXED, chunks=len(chunks))
 
     def _commit_info(self, loaded: LoadedDocument, chunks: list[Chunk], stored_path: Path | None) -> CommitInfo:
         pages = {s.page for s in loaded.segments if s.page is not None}
@@ -365,19 +378,3 @@ class IngestPipeline:
                 return self._registry.delete(doc_id)
         finally:
             lease.release()
-
-
-def _log_ref(source: str, e: BaseException) -> str:
-    """Log an internal failure with a short reference, the one the user is shown."""
-    ref = secrets.token_hex(4)
-    log.error("ingesting %s failed (ref %s)", source, ref, exc_info=e)
-    return ref
-
-
-def _scrub(detail: str, path: Path) -> str:
-    """A user-facing reason without server paths: the file's own path, or any other, becomes its name."""
-    for shown in {str(path.resolve()), str(path.absolute()), str(path)}:
-        if len(shown) > 1:
-            detail = detail.replace(shown, path.name)
-    detail = _URL.sub("<address>", detail)
-    return _PATH.sub(lambda m: m.group(0).rsplit("/", 1)[-1], detail)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -74,3 +75,23 @@ def sample_corpus(tmp_path) -> Path:
     dest = tmp_path / "corpus"
     shutil.copytree(SAMPLES, dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A PostgreSQL cluster of our own on 127.0.0.1 (tests/support/servers.py), started once when first needed."""
+    from tests.support.servers import postgres_cluster
+
+    with postgres_cluster() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request, tmp_path) -> str:
+    """A fresh, empty database: a SQLite file, or a new database in the session's PostgreSQL cluster."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'imp.sqlite3'}"
+    from tests.support.servers import new_database
+
+    return new_database(request.getfixturevalue("postgres"))
+

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -33,24 +32,11 @@ from core.store import migrate
 from core.store.database import Database, make_sql_engine
 from core.store.schema import Base
 from tests.fakes.net import free_port, wait_until_up
-from tests.support.servers import chroma_server, new_database, postgres_cluster
+from tests.support.servers import chroma_server, new_database
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 IMP = Path(sys.executable).with_name("imp")
 TOKEN = "replica-test-token-4f1c9a"
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    with postgres_cluster() as server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'imp.sqlite3'}"
-    return new_database(request.getfixturevalue("postgres"))
 
 
 def _differences(url: str) -> list:

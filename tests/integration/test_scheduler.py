@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -37,27 +37,11 @@ from ops.scheduler import (
     run_retrain_window,
     window_for,
 )
-from tests.support.servers import new_database, postgres_cluster
 
 WINDOW = "2026-12-02T02:00Z"
 
 
 # -- databases ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    """A PostgreSQL cluster of our own on 127.0.0.1, for this module."""
-    with postgres_cluster() as server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request, tmp_path) -> str:
-    """A fresh, empty database: a SQLite file, or a new database in the module's PostgreSQL cluster."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'imp.sqlite3'}"
-    return new_database(request.getfixturevalue("postgres"))
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ system-deps:
 # What the tests run for real: PostgreSQL (each run starts a throwaway cluster of its own), promtool
 # (Debian's prometheus package) for the alerting rules, headless chromium and its driver for the dashboard.
 test-deps:
-	@{ ls /usr/lib/postgresql/*/bin/initdb && command -v promtool && command -v chromium \
+	@{ ls /usr/lib/postgresql/*/bin/initdb /usr/lib/postgresql/*/bin/pg_ctl && command -v promtool && command -v chromium \
 	   && command -v chromedriver; } >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends \

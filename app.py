@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 # Offline by construction: no model hub, no telemetry, whatever the environment says.
@@ -87,7 +89,7 @@ def build_engine(settings: Settings, *, embedder: Embedder | None = None,
         max_media_bytes=int(settings.speech.max_file_mb * 2**20),
         loader_timeout_s=settings.ingest.loader_timeout_s, loader_max_mb=settings.ingest.loader_max_mb,
         loader_workers=settings.ingest.loader_workers, serving=serving, pdf_text=settings.ingest.pdf_text,
-        observer=observers,
+        observer=observers, embedder_at=partial(build_embedder, settings),
     )
     retriever = HybridRetriever(registry, None, keywords, None, candidates=settings.search.candidates,
                                 rrf_k=settings.search.rrf_k, keyword_weight=settings.search.keyword_weight,
@@ -317,8 +319,6 @@ def build_ray_config(settings: Settings):
 def build_ray_ingest(settings: Settings, workers: int):
     """`imp ingest --ray`: Ray started or joined as training does (IMP_RAY__*), each worker's preparer
     built by build_worker_preparer; this process commits what they prepare."""
-    from functools import partial
-
     from core.ingest.distributed import RayIngest, RayIngestOptions
     from training.raycluster import ray_session
 
@@ -338,7 +338,7 @@ def build_worker_preparer(settings: Settings, cpus: int):
     speech = settings.speech.model_copy(update={"workers": settings.speech.workers or cpus})
     ingest = settings.ingest.model_copy(update={"loader_workers": min(settings.ingest.loader_workers, 1)})
     mine = settings.model_copy(update={"speech": speech, "ingest": ingest})
-    return build_engine(mine).preparer.loading_trained(lambda path: build_embedder(mine, path))
+    return build_engine(mine).preparer
 
 
 def eval_engine_factory(settings: Settings):
@@ -465,25 +465,28 @@ def build_drift_check(settings: Settings, engine: Engine):
 def upgrade_database(settings: Settings) -> tuple[str, str]:
     """Bring the database to the newest schema (as every process does on first use); returns the
     database's URL without its password, and what was done."""
-    from core.store.database import make_sql_engine
     from core.store.migrate import upgrade
 
-    engine = make_sql_engine(settings.database_url)
-    try:
+    with _sql_engine(settings) as engine:
         return engine.url.render_as_string(hide_password=True), upgrade(engine)
-    finally:
-        engine.dispose()
 
 
 def database_revision(settings: Settings) -> tuple[str, str | None, str]:
     """The database's URL without its password, its schema revision (None: new or from before Alembic),
     and the newest revision this IMP knows. Changes nothing."""
-    from core.store.database import make_sql_engine
     from core.store.migrate import current, head
+
+    with _sql_engine(settings) as engine:
+        return engine.url.render_as_string(hide_password=True), current(engine), head()
+
+
+@contextmanager
+def _sql_engine(settings: Settings):  # noqa: ANN202 - an SQLAlchemy Engine, disposed after the block
+    from core.store.database import make_sql_engine
 
     engine = make_sql_engine(settings.database_url)
     try:
-        return engine.url.render_as_string(hide_password=True), current(engine), head()
+        yield engine
     finally:
         engine.dispose()
 

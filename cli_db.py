@@ -7,6 +7,8 @@ database stands. The URL is printed without its password.
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -24,16 +26,21 @@ def _settings():  # noqa: ANN202 - core.config.Settings
     return _settings_or_exit()
 
 
+def _fail(what: str, e: Exception) -> NoReturn:
+    """The server is away, refuses the login, ...: say so in one line, without a traceback."""
+    err.print(f"[red]error[/red]: {what}: {escape(type(e).__name__)}: "
+              f"{escape(str(e).splitlines()[0] if str(e) else '')}", highlight=False)
+    raise typer.Exit(1) from None
+
+
 @db_cli.command()
 def upgrade() -> None:
     """Migrate the database to the newest schema (Alembic); does nothing when it is there already."""
     settings = _settings()
     try:
         url, done = upgrade_database(settings)
-    except Exception as e:  # the server is away, refuses the login, ...: say so without a traceback
-        err.print(f"[red]error[/red]: could not upgrade the database: {escape(type(e).__name__)}: "
-                  f"{escape(str(e).splitlines()[0] if str(e) else '')}", highlight=False)
-        raise typer.Exit(1) from None
+    except Exception as e:
+        _fail("could not upgrade the database", e)
     out.print(f"{escape(url)}: {escape(done)}", highlight=False)
 
 
@@ -44,9 +51,7 @@ def current() -> None:
     try:
         url, revision, newest = database_revision(settings)
     except Exception as e:
-        err.print(f"[red]error[/red]: could not read the database: {escape(type(e).__name__)}: "
-                  f"{escape(str(e).splitlines()[0] if str(e) else '')}", highlight=False)
-        raise typer.Exit(1) from None
+        _fail("could not read the database", e)
     out.print(f"{escape(url)}: revision {revision or 'none'} (newest {newest})", highlight=False)
     if revision != newest:
         raise typer.Exit(1)

@@ -95,3 +95,22 @@ def db_url(request, tmp_path) -> str:
 
     return new_database(request.getfixturevalue("postgres"))
 
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> Path:
+    """A stand-in for a fine-tuned embedder: the bundled MiniLM with its word embeddings perturbed (seeded),
+    saved as a sentence-transformers folder: same tokenizer, visibly different vectors."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from core.index.embedders import bundled_minilm_path
+
+    model = SentenceTransformer(str(bundled_minilm_path()), device="cpu", local_files_only=True)
+    with torch.no_grad():
+        weights = model[0].auto_model.embeddings.word_embeddings.weight
+        noise = torch.randn(weights.shape, generator=torch.Generator().manual_seed(1))
+        weights.add_(noise * weights.std() * 0.8)
+    folder = tmp_path_factory.mktemp("registry") / "imp-embedder-1"
+    model.save(str(folder))
+    return folder
+

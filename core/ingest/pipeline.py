@@ -115,7 +115,8 @@ class IngestPipeline:
         ``serving``: the served collections to write to; without it, ``vectors`` alone.
         ``pdf_text``: what lays out PDF text, "pdfium" or "pypdf" (core.ingest.loaders.pdf).
         ``observer`` is told of each document ingested, its kind, and how long it and its embedding took.
-        ``embedder_at`` loads a trained embedder from its folder (only a Ray worker's preparer needs it)."""
+        ``embedder_at`` loads a trained embedder from its folder (a Ray worker's preparer is asked for the
+        served ones by folder)."""
         self._registry = registry
         if serving is None:
             if vectors is None:
@@ -185,11 +186,8 @@ class IngestPipeline:
         started = time.perf_counter()
         job, result = self.open(path, scope, source=source)
         kind = job.kind
-        if result is None:
-            try:  # embedded while it is written, as the lease is renewed (no embedders here)
-                prepared = self._preparer.prepare(job, (), on_step)
-            except Exception as e:
-                prepared = failure(job, e)
+        if result is None:  # embedded while it is written, as the lease is renewed (no embedders here)
+            prepared = self._preparer.prepare_or_fail(job, (), on_step)
             kind = prepared.kind if isinstance(prepared, PrepareFailed) else prepared.loaded.kind
             result = self.commit(prepared, stored_path=stored_path)
         self.observed(result, kind, time.perf_counter() - started)

@@ -73,7 +73,6 @@ class PreparedDocument:
     loaded: LoadedDocument
     chunks: list[Chunk]
     vectors: dict[str, np.ndarray] = field(default_factory=dict)  # embedder model id -> one row per chunk
-    seconds: float = 0.0  # preparing took (reading, transcribing, chunking, embedding)
     embed_seconds: float = 0.0
 
 
@@ -140,29 +139,12 @@ class Preparer:
         self._chunker: Chunker | None = None
 
     @property
-    def embedder(self) -> Embedder:
-        return self._embedder
-
-    @property
-    def transcriber(self) -> Transcriber | None:
-        return self._transcriber
-
-    @property
-    def pdf_text(self) -> str:
-        return self._pdf_text
-
-    @property
     def chunker(self) -> Chunker:
         if self._chunker is None:
             window = self._embedder.max_tokens
             size = min(window, self._max_tokens) if self._max_tokens else window
             self._chunker = Chunker(self._embedder.tokenizer(), size, self._overlap)
         return self._chunker
-
-    def loading_trained(self, embedder_at: Callable[[Path], Embedder]) -> Preparer:
-        """This preparer, able to build trained embedders from their folders (what a Ray worker is asked for)."""
-        self._embedder_at = embedder_at
-        return self
 
     def close(self) -> None:
         """End the loader processes (the next document starts them again)."""
@@ -175,7 +157,6 @@ class Preparer:
     def prepare(self, job: FileJob, embedders: Sequence[Embedder],
                 on_step: StepProgress | None = None) -> PreparedDocument:
         """Read ``job``'s file, chunk it and embed the chunks with each of ``embedders``; raises on failure."""
-        started = time.perf_counter()
         path = job.path
         loaded = self._transcribe(path, on_step) if job.kind == MEDIA else self._load(path, job.kind)
         chunks = self.chunker.chunk(loaded.segments, doc_id=job.doc_id, version=job.version, source=job.source,
@@ -187,8 +168,7 @@ class Preparer:
         for embedder in embedders:  # one embedding per model, however many collections use it
             if embedder.model_id not in vectors:
                 vectors[embedder.model_id] = embed(embedder, [c.text for c in chunks])
-        done = time.perf_counter()
-        return PreparedDocument(job, loaded, chunks, vectors, done - started, done - embedding)
+        return PreparedDocument(job, loaded, chunks, vectors, time.perf_counter() - embedding)
 
     def prepare_or_fail(self, job: FileJob, specs: Sequence[EmbedderSpec],
                         on_step: StepProgress | None = None) -> PreparedDocument | PrepareFailed:

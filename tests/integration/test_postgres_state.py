@@ -151,6 +151,36 @@ def test_a_database_url_imp_cannot_use_is_refused_without_echoing_it(url, says):
     assert says in str(refused.value) and "s3cret" not in str(refused.value)
 
 
+# -- imp db (cli_db.py) --------------------------------------------------------------
+
+
+def _imp_db(data_dir: Path, url: str, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMP_")}
+    env.update({"IMP_DATA_DIR": str(data_dir), "IMP_DB__URL": url, "HF_HUB_OFFLINE": "1", "COLUMNS": "400"})
+    return subprocess.run([str(IMP), "db", *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_imp_db_current_and_upgrade_as_an_operator_runs_them(db_url, tmp_path):
+    newest = migrate.head()
+    before = _imp_db(tmp_path, db_url, "current")
+    assert before.returncode == 1 and f"revision none (newest {newest})" in before.stdout
+
+    first, again = _imp_db(tmp_path, db_url, "upgrade"), _imp_db(tmp_path, db_url, "upgrade")
+    assert first.returncode == 0 and first.stdout.strip().endswith(f"created at {newest}")
+    assert again.returncode == 0 and again.stdout.strip().endswith("up to date")
+
+    after = _imp_db(tmp_path, db_url, "current")
+    assert after.returncode == 0 and f"revision {newest} (newest {newest})" in after.stdout
+
+
+def test_imp_db_says_in_one_line_why_the_database_cannot_be_reached(tmp_path):
+    url = f"postgresql://imp:s3cret-pw@127.0.0.1:{free_port()}/imp"  # nothing listens there
+    for command_, says in (("upgrade", "could not upgrade the database"), ("current", "could not read the database")):
+        proc = _imp_db(tmp_path, url, command_)
+        assert proc.returncode == 1 and says in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and "s3cret" not in proc.stdout + proc.stderr
+
+
 # -- two API replicas ----------------------------------------------------------------
 
 

@@ -146,6 +146,22 @@ def test_a_worker_killed_mid_file_fails_that_file_and_the_rest_commit(cluster, e
         engine.close()
 
 
+def test_workers_embed_with_the_served_trained_embedder(cluster, embedder, trained, tmp_path):
+    note = tmp_path / "zephyr.md"
+    note.write_text("# Zephyr lab\n\nThe Zephyr lab coffee machine PIN is 4417.\n")
+    settings = Settings(data_dir=tmp_path / "data")
+    engine = build_engine(settings, embedder=embedder)
+    try:
+        engine.serve_model("imp-embedder", "1", trained)  # the champion now: a worker must load it from its folder
+        [result] = engine.ingest([note], fan_out=build_ray_ingest(settings, 1))
+        assert result.status == IngestStatus.INDEXED, result.error
+        assert engine.ask("Zephyr lab coffee machine PIN").embedder == "1"
+        [hit] = engine.search("Zephyr lab coffee machine PIN", k=1, mode="dense")
+        assert hit.chunk.doc_id == result.doc_id
+    finally:
+        engine.close()
+
+
 def _imp(data_dir: Path, address: str | None, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     run_env = {k: v for k, v in os.environ.items() if not k.startswith("IMP_")}
     run_env.update(IMP_DATA_DIR=str(data_dir), **({"IMP_RAY__ADDRESS": address} if address else {}), **(env or {}))

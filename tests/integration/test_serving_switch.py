@@ -39,24 +39,6 @@ def corpus(samples) -> list[Path]:
     return [samples / name for name in CORPUS]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A stand-in for a fine-tuned version: a sentence-transformers folder with other weights."""
-    import torch
-    from sentence_transformers import SentenceTransformer
-
-    from core.index.embedders import bundled_minilm_path
-
-    model = SentenceTransformer(str(bundled_minilm_path()), device="cpu", local_files_only=True)
-    with torch.no_grad():
-        weights = model[0].auto_model.embeddings.word_embeddings.weight
-        noise = torch.randn(weights.shape, generator=torch.Generator().manual_seed(1))
-        weights.add_(noise * weights.std() * 0.8)
-    folder = tmp_path_factory.mktemp("registry") / "imp-embedder-1"
-    model.save(str(folder))
-    return folder
-
-
 def _slots(engine) -> dict:
     return {m.slot: m for m in engine.served_models() if m.name == EMBEDDER}
 

@@ -5,14 +5,14 @@
 #
 #   sudo ops/image/build.sh                       # CPU image localhost/imp:0.1.0
 #   TAG=localhost/imp:dev ops/image/build.sh
-#   # the CUDA variant with PyPI's torch (its CUDA 13 build; see Dockerfile.cuda on Whisper and CUDA 12):
-#   DOCKERFILE=Dockerfile.cuda TAG=localhost/imp-cuda:0.1.0 TORCH_VERSION=2.13.0 WHEELS= ops/image/build.sh
+#   # the CUDA variant with PyPI's torch (its CUDA 13 build; see the Dockerfile on Whisper and CUDA 12):
+#   VARIANT=cuda TAG=localhost/imp-cuda:0.1.0 TORCH_VERSION=2.13.0 WHEELS= ops/image/build.sh
 #
 # With Docker Hub and PyPI in reach, none of this is needed: `docker build -t imp .` (or podman/buildah
 # build) uses the Dockerfile's defaults. Needs: buildah, debootstrap (Debian packages), root.
 # Environment (defaults in brackets):
 #   TAG [localhost/imp:0.1.0]   BASE [localhost/imp-base:bookworm]   DEBIAN_MIRROR [http://deb.debian.org/debian]
-#   DOCKERFILE [Dockerfile]   TORCH_VERSION [the Dockerfile's]: the torch release to install, e.g. 2.13.0
+#   VARIANT [cpu]: cpu or cuda   TORCH_VERSION [the variant's]: the torch release to install, e.g. 2.13.0
 #   PIP_MIRRORS ["/opt/pypi/simple /opt/pypi-more/simple"]: local simple indexes, each a folder whose parent
 #               is mounted (the index pages link to ../files/); missing ones are skipped
 #   WHEELS [/opt/wheels]: a folder of wheels (pip --find-links; the CPU torch wheel lies there)
@@ -23,7 +23,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TAG=${TAG:-localhost/imp:0.1.0}
-DOCKERFILE=${DOCKERFILE:-Dockerfile}
+VARIANT=${VARIANT:-cpu}
 TORCH_VERSION=${TORCH_VERSION:-}
 BASE=${BASE:-localhost/imp-base:bookworm}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -62,7 +62,8 @@ EOF
 buildah inspect --type image "$BASE" >/dev/null 2>&1 || make_base
 
 # --format docker: the OCI image format has no HEALTHCHECK, and buildah drops it there.
-args=(--format docker --network host --layers -f "$ROOT/$DOCKERFILE" -t "$TAG" --build-arg "BASE=$BASE"
+args=(--format docker --network host --layers -f "$ROOT/Dockerfile" -t "$TAG" --build-arg "BASE=$BASE"
+      --build-arg "VARIANT=$VARIANT"
       # torch comes from $WHEELS (the CPU wheel) or PyPI here; download.pytorch.org is not reachable
       --build-arg "TORCH_INDEX_URL=")
 [ -n "$TORCH_VERSION" ] && args+=(--build-arg "TORCH_VERSION=$TORCH_VERSION")

@@ -257,9 +257,13 @@ def test_every_image_is_pinned():
     assert SERVICES["chroma"]["image"] == "chromadb/chroma:1.5.9"
 
 
-@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.cuda"])
-def test_the_imp_processes_run_as_the_images_user(dockerfile):
+def test_the_imp_processes_run_as_the_images_user():
+    dockerfile = "Dockerfile"
     text = (ROOT / dockerfile).read_text()
+    # Both variants (cpu, cuda) are stages on the one runtime stage: they share its user, check and environment.
+    assert re.search(r"^FROM runtime AS runtime-cpu$", text, re.M)
+    assert re.search(r"^FROM runtime AS runtime-cuda$", text, re.M)
+    assert not re.search(r"^USER ", text.split("FROM runtime AS runtime-cpu")[1], re.M)
     assert re.search(r"^USER 10001:10001$", text, re.M)
     for name in ("api", "worker", "slack", "mlflow"):
         assert SERVICES[name]["user"] == "10001:10001", name
